@@ -1,0 +1,105 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/**
+ * Lazy loader for the node-addon-api ioctl binding (src/native/). Nothing
+ * imports the compiled addon at module load time: the emulator, the fast
+ * tests and `npm start` never need it. Build it with `npm run build:native`.
+ */
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** Numbers are returned as BigInt only when they exceed 2^53 - 1. */
+export type U64 = number | bigint;
+
+export interface NativeInfo {
+  minor: number;
+  state: U64;
+  error: number;
+  cacheSize: U64;
+  fallocSize: U64;
+  seqid: U64;
+  uuid: string;
+  cow: string;
+  bdev: string;
+  version: U64;
+  nrChangedBlocks: U64;
+}
+
+/** Error thrown by the binding for a failed syscall. */
+export interface NativeErrnoError extends Error {
+  errno: number;
+  code: string;
+  syscall: 'open' | 'ioctl';
+  path: string;
+}
+
+export interface NativeBinding {
+  /** Paths may be null to pass a NULL pointer to the kernel. */
+  setupSnap(p: { minor: U64; bdev: string | null; cow: string | null; fallocatedSpace: U64; cacheSize: U64 }): void;
+  reloadSnap(p: { minor: U64; bdev: string | null; cow: string | null; cacheSize: U64 }): void;
+  reloadInc(p: { minor: U64; bdev: string | null; cow: string | null; cacheSize: U64 }): void;
+  destroy(minor: U64): void;
+  transitionInc(minor: U64): void;
+  transitionSnap(p: { minor: U64; cow: string | null; fallocatedSpace: U64 }): void;
+  reconfigure(p: { minor: U64; cacheSize: U64 }): void;
+  info(minor: U64): NativeInfo;
+  getFree(): number;
+  expandCowFile(p: { minor: U64; size: U64 }): void;
+  reconfigureAutoExpand(p: { minor: U64; stepSize: U64; reservedSpace: U64 }): void;
+  /** Pass the buffer's memory (or NULL) as the ioctl argument; returns ioctl's result. */
+  rawIoctl(cmd: U64, buffer: Uint8Array | null): number;
+  /** Pass an arbitrary address as the ioctl argument (for fuzzing EFAULT paths). */
+  ioctlWithPointer(cmd: U64, address: U64): number;
+  /** BLKGETSIZE64 of a block device, in bytes. */
+  blockDeviceSize(path: string): U64;
+  /** Override the control device path (default /dev/datto-ctl); for tests. */
+  setControlPath(path: string): void;
+  getControlPath(): string;
+  /** The ABI as the C++ compiler saw kernel/include/uapi/dattobd.h. */
+  readonly abi: { ioctl: Record<string, number>; structSize: Record<string, number> };
+}
+
+const here = dirname(fileURLToPath(import.meta.url));
+const ADDON = join('build', 'Release', 'dattobd_native.node');
+
+/** Where the compiled addon may be: next to this file, or in the source tree when running from dist/. */
+export function nativeAddonCandidates(env: NodeJS.ProcessEnv = process.env): string[] {
+  const list: string[] = [];
+  if (env['DATTOBD_NATIVE']) list.push(resolve(env['DATTOBD_NATIVE']));
+  list.push(join(here, ADDON));
+  list.push(resolve(here, '..', '..', '..', 'src', 'native', ADDON));
+  return list;
+}
+
+let cached: NativeBinding | undefined;
+
+export class NativeBindingMissingError extends Error {
+  readonly code = 'ENATIVE';
+  constructor(readonly searched: string[]) {
+    super(
+      `the ioctl binding is not built (looked in ${searched.join(', ')}); ` +
+        'run `npm run build:native` (needs gcc, g++, make and python3)',
+    );
+    this.name = 'NativeBindingMissingError';
+  }
+}
+
+/** Load the addon on first use. Throws NativeBindingMissingError if it is not built. */
+export function loadNative(env: NodeJS.ProcessEnv = process.env): NativeBinding {
+  if (cached) return cached;
+  const candidates = nativeAddonCandidates(env);
+  const found = candidates.find((p) => existsSync(p));
+  if (!found) throw new NativeBindingMissingError(candidates);
+  const require = createRequire(import.meta.url);
+  cached = require(found) as NativeBinding;
+  return cached;
+}
+
+export function isNativeErrnoError(e: unknown): e is NativeErrnoError {
+  return (
+    e instanceof Error &&
+    typeof (e as Partial<NativeErrnoError>).errno === 'number' &&
+    typeof (e as Partial<NativeErrnoError>).code === 'string'
+  );
+}
