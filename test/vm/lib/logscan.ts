@@ -1,0 +1,59 @@
+// SPDX-License-Identifier: GPL-2.0-only
+// Kernel-log scanning: find oopses, BUGs, WARNINGs, "scheduling while
+// atomic", hung tasks, lockups and panics in a guest's dmesg or serial log,
+// and cut a readable excerpt around each hit.
+
+export interface KernelProblem {
+  kind: string;
+  line: string;
+  lineNo: number;
+  excerpt: string;
+}
+
+// Order matters: the first pattern that matches a line names its kind.
+const PATTERNS: ReadonlyArray<readonly [string, RegExp]> = [
+  ['panic', /Kernel panic - not syncing/],
+  ['oops', /\bOops\b|general protection fault|unable to handle (kernel|page)/i],
+  ['BUG', /\bBUG:|kernel BUG at|\bBUG\b.*\bbad page\b/],
+  ['WARNING', /\bWARNING:|------------\[ cut here \]------------/],
+  ['scheduling while atomic', /scheduling while atomic|sleeping function called from invalid context/],
+  ['hung task', /blocked for more than \d+ seconds|hung_task/],
+  ['lockup', /soft lockup|hard LOCKUP|rcu_(sched|preempt) (self-)?detected (stall|.*stalls)|rcu: INFO: .* stall/i],
+  ['memory corruption', /list_(add|del) corruption|refcount_t: |KFENCE: |UBSAN: |slab-out-of-bounds|use-after-free/],
+  ['call trace', /^\s*(\[\s*[\d.]+\]\s*)?Call Trace:/],
+];
+
+/** Strip a dmesg/kmsg line to its message for matching. */
+function classify(line: string): string | null {
+  for (const [kind, re] of PATTERNS) if (re.test(line)) return kind;
+  return null;
+}
+
+/**
+ * Scan a kernel log. A "Call Trace" that belongs to an already reported
+ * problem (within the excerpt window) is not reported twice.
+ */
+export function scanKernelLog(text: string, context = 6, after = 28): KernelProblem[] {
+  const lines = text.split('\n');
+  const out: KernelProblem[] = [];
+  let coveredUntil = -1;
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i] ?? '';
+    const kind = classify(line);
+    if (!kind) continue;
+    if (i <= coveredUntil) continue;
+    const from = Math.max(0, i - context);
+    const to = Math.min(lines.length, i + after);
+    coveredUntil = to - 1;
+    out.push({ kind, line: line.trim(), lineNo: i + 1, excerpt: lines.slice(from, to).join('\n') });
+  }
+  return out;
+}
+
+export function formatProblems(problems: readonly KernelProblem[], max = 3): string {
+  const shown = problems.slice(0, max).map(
+    (p) => `--- kernel ${p.kind} (log line ${p.lineNo}): ${p.line}\n${p.excerpt}`,
+  );
+  if (problems.length > max) shown.push(`... and ${problems.length - max} more kernel problem(s)`);
+  return shown.join('\n');
+}

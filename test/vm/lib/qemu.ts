@@ -1,0 +1,136 @@
+// SPDX-License-Identifier: GPL-2.0-only
+// One guest boot under QEMU/TCG (never KVM): the host's root filesystem is
+// shared read-only over 9p, the run directory read-write, plus sparse raw
+// disks. The payload is <runDir>/guest.sh, run by the initramfs /init. A
+// host-side timeout always bounds the boot.
+import { spawn } from 'node:child_process';
+import { closeSync, existsSync, openSync, readFileSync, writeFileSync, ftruncateSync, createWriteStream } from 'node:fs';
+import { join } from 'node:path';
+import type { KernelInfo } from './kernels.js';
+import { vmDir } from './paths.js';
+
+export interface DiskSpec {
+  /** size in bytes of the sparse raw file */
+  size: number;
+}
+
+export interface BootOptions {
+  kernel: KernelInfo;
+  initramfs: string;
+  runDir: string;
+  disks: readonly DiskSpec[];
+  timeoutMs: number;
+  smp: number;
+  memMiB: number;
+  /** serial on the terminal, stdin attached (debug shell) */
+  interactive?: boolean;
+  /** stream the serial console to this callback as it arrives */
+  onSerial?: (chunk: string) => void;
+  extraCmdline?: string;
+}
+
+export interface BootResult {
+  /** payload exit status as reported by /init, null if it never finished */
+  exitCode: number | null;
+  timedOut: boolean;
+  qemuExit: number | null;
+  seconds: number;
+  serial: string;
+  /** full guest dmesg (from the run dir), or '' if the guest died first */
+  dmesg: string;
+}
+
+export function parseSize(s: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B)?$/i.exec(s.trim());
+  if (!m) throw new Error(`bad size '${s}' (use e.g. 512M, 2G)`);
+  const mul = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 }[(m[2] ?? '').toUpperCase()] ?? 1;
+  return Math.round(Number(m[1]) * mul);
+}
+
+export function qemuArgs(o: BootOptions): string[] {
+  const append = [
+    'console=ttyS0',
+    'panic=-1',
+    'oops=panic',
+    'loglevel=5',
+    'log_buf_len=8M',
+    'printk.devkmsg=on',
+    'nokaslr',
+    `dbd.rundir=${o.runDir}`,
+    `dbd.vmdir=${vmDir()}`,
+    o.extraCmdline ?? '',
+  ].filter(Boolean).join(' ');
+  const args = [
+    '-accel', 'tcg',
+    '-cpu', 'max',
+    '-smp', String(o.smp),
+    '-m', String(o.memMiB),
+    '-nodefaults', '-no-user-config',
+    '-display', 'none',
+    '-serial', o.interactive ? 'mon:stdio' : 'stdio',
+    '-no-reboot',
+    '-kernel', o.kernel.vmlinuz,
+    '-initrd', o.initramfs,
+    '-append', append,
+    '-virtfs', 'local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap',
+    '-virtfs', `local,path=${o.runDir},mount_tag=results,security_model=none,multidevs=remap`,
+  ];
+  o.disks.forEach((_, i) => {
+    args.push(
+      '-drive', `file=${join(o.runDir, `disk${i}.img`)},if=none,id=d${i},format=raw,cache=none,aio=threads`,
+      '-device', `virtio-blk-pci,drive=d${i},serial=dbd-disk${i}`,
+    );
+  });
+  return args;
+}
+
+export async function bootGuest(o: BootOptions): Promise<BootResult> {
+  o.disks.forEach((d, i) => {
+    const fd = openSync(join(o.runDir, `disk${i}.img`), 'w');
+    ftruncateSync(fd, d.size);
+    closeSync(fd);
+  });
+  const args = qemuArgs(o);
+  writeFileSync(join(o.runDir, 'qemu-cmdline.txt'), ['qemu-system-x86_64', ...args].map((a) => JSON.stringify(a)).join(' ') + '\n');
+  const t0 = Date.now();
+  const serialLog = createWriteStream(join(o.runDir, 'serial.log'));
+  let serial = '';
+  let timedOut = false;
+  const child = spawn('qemu-system-x86_64', args, {
+    stdio: o.interactive ? 'inherit' : ['ignore', 'pipe', 'pipe'],
+  });
+  const onData = (b: Buffer): void => {
+    const s = b.toString('utf8');
+    serial += s;
+    serialLog.write(b);
+    o.onSerial?.(s);
+  };
+  child.stdout?.on('data', onData);
+  child.stderr?.on('data', onData);
+  const timer = setTimeout(() => {
+    timedOut = true;
+    child.kill('SIGKILL');
+  }, o.timeoutMs);
+  const qemuExit = await new Promise<number | null>((resolve) => {
+    child.on('error', (e) => {
+      serial += `\nharness: cannot start qemu-system-x86_64: ${e.message}\n`;
+      resolve(null);
+    });
+    child.on('exit', (code) => resolve(code));
+  });
+  clearTimeout(timer);
+  await new Promise<void>((r) => serialLog.end(() => r()));
+  const seconds = (Date.now() - t0) / 1000;
+  const statusFile = join(o.runDir, 'exit-status');
+  let exitCode: number | null = null;
+  if (existsSync(statusFile)) {
+    const n = Number(readFileSync(statusFile, 'utf8').trim());
+    if (Number.isInteger(n)) exitCode = n;
+  } else {
+    const m = /DBD-VM-EXIT (\d+)/.exec(serial);
+    if (m) exitCode = Number(m[1]);
+  }
+  const dmesgFile = join(o.runDir, 'dmesg.txt');
+  const dmesg = existsSync(dmesgFile) ? readFileSync(dmesgFile, 'utf8') : '';
+  return { exitCode, timedOut, qemuExit, seconds, serial, dmesg };
+}
