@@ -1,0 +1,172 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/**
+ * update-img <snapshot device> <cow file> <image file>: apply the blocks
+ * changed since the previous snapshot (listed by its now index-only COW file)
+ * from the current snapshot device to the full image of the previous one.
+ */
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { DATTOBD_VERSION } from '../abi/constants.js';
+import { isDriverError } from '../driver/errors.js';
+import type { Backend } from '../driver/types.js';
+import { BackendChoiceError, backendName, createBackend } from './backend-select.js';
+import { formatBytes } from './info-format.js';
+import { ProgressBar } from './progress.js';
+import { updateImg, UpdateImgError, type UpdateImgResult } from './update-img-core.js';
+import { TOOLS_VERSION } from './version.js';
+
+export const UPDATE_IMG_EXIT = {
+  /** Every changed block was copied. */
+  OK: 0,
+  /** Some blocks could not be copied, or an I/O error stopped the copy (the image is incomplete). */
+  COPY_FAILED: 1,
+  /** Bad command line. */
+  USAGE: 2,
+  /** Validation failed: the image was not written. */
+  INVALID: 3,
+} as const;
+
+export interface UpdateImgMainOptions {
+  env?: NodeJS.ProcessEnv;
+  backend?: Backend;
+  stdout?: (s: string) => void;
+  stderr?: (s: string) => void;
+  /** Whether stderr is a terminal (progress bar); default: process.stderr.isTTY. */
+  stderrIsTTY?: boolean;
+}
+
+const HELP_AFTER = `
+Checks before writing anything: the snapshot is a /dev/datto<N> device in active snapshot
+state; the COW file has the right magic, is cleanly closed and index-only, has the same uuid
+as the snapshot and the seqid just before it; the image is at least as large as the snapshot.
+Runs of adjacent changed blocks are copied with I/Os of up to --max-io bytes.
+
+Exit status:
+  0  every changed block was copied
+  1  some blocks failed to copy (listed), or an I/O error stopped the copy
+  2  usage error
+  3  validation failed: nothing was written to the image
+See update-img(8).`;
+
+function parseMaxIo(v: string): number {
+  if (!/^[0-9]+$/.test(v)) throw new InvalidArgumentError(`--max-io must be a decimal number of bytes, got "${v}"`);
+  const n = Number(v);
+  if (n < 4096 || n % 4096 !== 0 || n > 64 * 1048576) throw new InvalidArgumentError('--max-io must be a multiple of 4096 between 4096 and 67108864');
+  return n;
+}
+
+function summaryText(r: UpdateImgResult): string {
+  const rate = r.seconds > 0 ? `${formatBytes(Math.round(r.bytesCopied / r.seconds))}/s` : '-';
+  let s =
+    `copying complete: ${r.changedBlocks} blocks changed, ${r.errorBlocks} errors\n` +
+    `copied ${formatBytes(r.bytesCopied)} in ${r.ios} I/Os, ${r.seconds.toFixed(2)} s (${rate})\n`;
+  for (const f of r.failures) s += `failed: block ${f.block} (byte offset ${f.block * 4096}): ${f.code}\n`;
+  if (r.errorBlocks > r.failures.length) s += `... and ${r.errorBlocks - r.failures.length} more failed blocks\n`;
+  return s;
+}
+
+export async function main(argv: string[], opts: UpdateImgMainOptions = {}): Promise<number> {
+  const env = opts.env ?? process.env;
+  const stdout = opts.stdout ?? ((s: string) => void process.stdout.write(s));
+  const stderr = opts.stderr ?? ((s: string) => void process.stderr.write(s));
+  const tty = opts.stderrIsTTY ?? Boolean(process.stderr.isTTY);
+  const json = argv.slice(0, argv.includes('--') ? argv.indexOf('--') : argv.length).includes('--json');
+  let outBuf = '';
+  let errBuf = '';
+  let result: UpdateImgResult | undefined;
+
+  const emitJson = (v: unknown) => stdout(JSON.stringify(v, null, 2) + '\n');
+
+  const program = new Command('update-img')
+    .description('update a full image of the previous snapshot with the blocks changed since (dattobd)')
+    .version(`update-img (dattobd-ts) ${TOOLS_VERSION}, driver ABI ${DATTOBD_VERSION}`, '-V, --version')
+    .argument('<snapshot-device>', 'the current snapshot, e.g. /dev/datto0')
+    .argument('<cow-file>', 'the previous COW file (index-only, closed by the last transition-to-snapshot)')
+    .argument('<image-file>', 'full image of the previous snapshot (updated in place)')
+    .option('--json', 'print exactly one JSON document on stdout (errors too)')
+    .option('--no-progress', 'no progress bar (it is only drawn when stderr is a terminal)')
+    .addOption(new Option('--max-io <bytes>', 'largest single I/O').argParser(parseMaxIo).default(1048576, '1 MiB'))
+    .addOption(new Option('--backend <name>').choices(['kernel', 'emulator']).hideHelp())
+    .exitOverride()
+    .configureOutput({ writeOut: (s) => (outBuf += s), writeErr: (s) => (errBuf += s) })
+    .showHelpAfterError("(run 'update-img --help' for usage)")
+    .addHelpText('after', HELP_AFTER)
+    .action(async (snapshot: string, cow: string, image: string, o: { progress: boolean; maxIo: number; backend?: string }) => {
+      const backend = opts.backend ?? (await createBackend(backendName(o.backend, env)));
+      const bar = tty && o.progress && !json ? new ProgressBar(stderr) : undefined;
+      let last = { doneBytes: 0, totalBytes: 0 };
+      result = updateImg(backend, {
+        snapshot,
+        cow,
+        image,
+        maxIoBytes: o.maxIo,
+        onValidated: (v) => {
+          if (!json) stdout(`snapshot is ${v.snapshotBlocks} blocks large\ncopying blocks\n`);
+        },
+        onProgress: (p) => {
+          last = p;
+          bar?.update(p);
+        },
+      });
+      bar?.finish(last);
+    });
+
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      if (e.exitCode === 0) {
+        if (json) emitJson({ ok: true, output: outBuf });
+        else stdout(outBuf);
+        return UPDATE_IMG_EXIT.OK;
+      }
+      const message = e.message.replace(/^error: /, '');
+      if (json) emitJson({ ok: false, exitCode: UPDATE_IMG_EXIT.USAGE, error: { code: 'EUSAGE', message } });
+      else stderr(errBuf || `update-img: ${message}\n`);
+      return UPDATE_IMG_EXIT.USAGE;
+    }
+    if (e instanceof BackendChoiceError) {
+      if (json) emitJson({ ok: false, exitCode: UPDATE_IMG_EXIT.USAGE, error: { code: 'EUSAGE', message: e.message } });
+      else stderr(`update-img: ${e.message}\n`);
+      return UPDATE_IMG_EXIT.USAGE;
+    }
+    if (e instanceof UpdateImgError) {
+      const exit = e.code === 'IO_ERROR' ? UPDATE_IMG_EXIT.COPY_FAILED : UPDATE_IMG_EXIT.INVALID;
+      const error = { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}), ...(e.errnoCode ? { errno: e.errnoCode } : {}) };
+      if (json) emitJson({ ok: false, exitCode: exit, imageWritten: false, error });
+      else stderr(`update-img: ${e.message}\n${e.hint ? `hint: ${e.hint}\n` : ''}update-img: the image was not modified\n`);
+      return exit;
+    }
+    if (isDriverError(e)) {
+      if (json) emitJson({ ok: false, exitCode: UPDATE_IMG_EXIT.COPY_FAILED, error: { code: e.code, message: e.message } });
+      else stderr(`update-img: ${e.message}\n`);
+      return UPDATE_IMG_EXIT.COPY_FAILED;
+    }
+    throw e;
+  }
+  if (!result) return UPDATE_IMG_EXIT.USAGE;
+  const r = result;
+  const ok = r.errorBlocks === 0;
+  if (json) {
+    emitJson({
+      ok,
+      exitCode: ok ? UPDATE_IMG_EXIT.OK : UPDATE_IMG_EXIT.COPY_FAILED,
+      minor: r.minor,
+      snapshotBlocks: r.snapshotBlocks,
+      changedBlocks: r.changedBlocks,
+      copiedBlocks: r.copiedBlocks,
+      errorBlocks: r.errorBlocks,
+      failures: r.failures,
+      bytesCopied: r.bytesCopied,
+      ios: r.ios,
+      seconds: r.seconds,
+      cowSeqid: r.header.seqid,
+      snapshotSeqid: r.info.seqid,
+      uuid: r.info.uuid,
+    });
+  } else {
+    // The first two summary lines were printed when validation passed.
+    stdout(summaryText(r));
+    if (!ok) stderr(`update-img: ${r.errorBlocks} of ${r.changedBlocks} changed blocks could not be copied: the image is incomplete\n`);
+  }
+  return ok ? UPDATE_IMG_EXIT.OK : UPDATE_IMG_EXIT.COPY_FAILED;
+}
