@@ -1,0 +1,61 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/**
+ * A sparse byte store in 4 KiB pages (a Map of blocks, never one giant
+ * buffer). Unwritten bytes read as zero. Offsets are absolute disk offsets,
+ * so a partition that does not start on a 4 KiB boundary straddles pages.
+ */
+const PAGE = 4096;
+
+export class BlockStore {
+  private readonly pages = new Map<number, Uint8Array>();
+
+  /** Number of resident pages (for tests and memory figures). */
+  get residentPages(): number {
+    return this.pages.size;
+  }
+
+  read(offset: number, out: Uint8Array): void {
+    let done = 0;
+    while (done < out.length) {
+      const pos = offset + done;
+      const pg = Math.floor(pos / PAGE);
+      const inPg = pos - pg * PAGE;
+      const n = Math.min(PAGE - inPg, out.length - done);
+      const page = this.pages.get(pg);
+      if (page) out.set(page.subarray(inPg, inPg + n), done);
+      else out.fill(0, done, done + n);
+      done += n;
+    }
+  }
+
+  write(offset: number, data: Uint8Array): void {
+    let done = 0;
+    while (done < data.length) {
+      const pos = offset + done;
+      const pg = Math.floor(pos / PAGE);
+      const inPg = pos - pg * PAGE;
+      const n = Math.min(PAGE - inPg, data.length - done);
+      let page = this.pages.get(pg);
+      if (!page) {
+        page = new Uint8Array(PAGE);
+        this.pages.set(pg, page);
+      }
+      page.set(data.subarray(done, done + n), inPg);
+      done += n;
+    }
+  }
+
+  /** Zero a range; whole pages are dropped (sparse again). */
+  zero(offset: number, length: number): void {
+    let done = 0;
+    while (done < length) {
+      const pos = offset + done;
+      const pg = Math.floor(pos / PAGE);
+      const inPg = pos - pg * PAGE;
+      const n = Math.min(PAGE - inPg, length - done);
+      if (n === PAGE) this.pages.delete(pg);
+      else this.pages.get(pg)?.fill(0, inPg, inPg + n);
+      done += n;
+    }
+  }
+}
