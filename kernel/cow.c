@@ -1,0 +1,549 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * The COW (.datto) file: creation, header, index cache, data blocks.
+ * Layout and rules are in kernel/core (geometry, header encoding); this
+ * file does the I/O.  All functions that touch the index or write the
+ * file take cow->lock.
+ *
+ * The file is protected by S_IMMUTABLE on the in-memory inode while it
+ * is open; the flag is lifted only around the module's own writes.
+ */
+#include <linux/fs.h>
+#include <linux/file.h>
+#include <linux/slab.h>
+#include <linux/mm.h>
+#include <linux/uuid.h>
+#include <linux/statfs.h>
+#include <linux/sched/mm.h>
+#include <linux/dcache.h>
+#include <linux/mount.h>
+#include <linux/namei.h>
+#include <linux/falloc.h>
+#include "dbd.h"
+
+static void cow_unprotect(struct dbd_cow *cow)
+{
+	inode_set_flags(cow->inode, 0, S_IMMUTABLE);
+}
+
+static void cow_protect(struct dbd_cow *cow)
+{
+	inode_set_flags(cow->inode, S_IMMUTABLE, S_IMMUTABLE);
+}
+
+static int cow_kwrite(struct dbd_cow *cow, const void *buf, size_t len,
+		      loff_t pos)
+{
+	ssize_t n;
+
+	cow_unprotect(cow);
+	n = kernel_write(cow->filp, buf, len, &pos);
+	cow_protect(cow);
+	if (n < 0)
+		return (int)n;
+	return n == len ? 0 : -EIO;
+}
+
+static int cow_kread(struct dbd_cow *cow, void *buf, size_t len, loff_t pos)
+{
+	ssize_t n = kernel_read(cow->filp, buf, len, &pos);
+
+	if (n < 0)
+		return (int)n;
+	if (n < len)
+		memset((char *)buf + n, 0, len - n);
+	return 0;
+}
+
+static int cow_write_header(struct dbd_cow *cow)
+{
+	u8 buf[DBD_HEADER_USED];
+
+	dbd_header_encode(&cow->hdr, buf);
+	return cow_kwrite(cow, buf, sizeof(buf), 0);
+}
+
+/* fallocate [pos, pos + len), falling back to writing zeros */
+static int cow_allocate(struct dbd_cow *cow, u64 pos, u64 len)
+{
+	void *zero;
+	u64 done;
+	int ret;
+
+	cow_unprotect(cow);
+	ret = vfs_fallocate(cow->filp, 0, pos, len);
+	cow_protect(cow);
+	if (ret != -EOPNOTSUPP)
+		return ret;
+	zero = kzalloc(PAGE_SIZE, GFP_KERNEL);
+	if (!zero)
+		return -ENOMEM;
+	for (done = 0; done < len && !ret; done += PAGE_SIZE)
+		ret = cow_kwrite(cow, zero, PAGE_SIZE, pos + done);
+	kfree(zero);
+	return ret;
+}
+
+void dbd_cow_set_cache(struct dbd_cow *cow, unsigned long cache_bytes)
+{
+	mutex_lock(&cow->lock);
+	cow->allowed = dbd_cache_sections_allowed(cache_bytes,
+						  cow->geo.total_sects);
+	mutex_unlock(&cow->lock);
+}
+
+static struct dbd_cow *cow_alloc(sector_t size_sectors,
+				 unsigned long cache_bytes)
+{
+	struct dbd_cow *cow = kzalloc(sizeof(*cow), GFP_KERNEL);
+
+	if (!cow)
+		return NULL;
+	mutex_init(&cow->lock);
+	dbd_geometry_init(&cow->geo, size_sectors);
+	cow->sects = kvcalloc(cow->geo.mem_sects, sizeof(*cow->sects),
+			      GFP_KERNEL);
+	if (!cow->sects) {
+		kfree(cow);
+		return NULL;
+	}
+	cow->allowed = dbd_cache_sections_allowed(cache_bytes,
+						  cow->geo.total_sects);
+	return cow;
+}
+
+static void cow_free_sections(struct dbd_cow *cow)
+{
+	u64 s;
+
+	for (s = 0; s < cow->geo.mem_sects; s++)
+		kvfree(cow->sects[s].map);
+	kvfree(cow->sects);
+}
+
+struct dbd_cow *dbd_cow_create(const char *path, sector_t size_sectors,
+			       u64 falloc_mib, u64 seqid, const u8 *uuid,
+			       unsigned long cache_bytes, int *err)
+{
+	struct dbd_cow *cow;
+	struct file *f;
+	u64 bytes;
+	int ret;
+
+	cow = cow_alloc(size_sectors, cache_bytes);
+	if (!cow) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	f = filp_open(path, O_CREAT | O_TRUNC | O_RDWR | O_LARGEFILE, 0);
+	if (IS_ERR(f)) {
+		ret = PTR_ERR(f);
+		dbd_err("error opening cow file '%s': %d", path, ret);
+		goto err_free;
+	}
+	cow->filp = f;
+	cow->inode = file_inode(f);
+	if (!S_ISREG(cow->inode->i_mode)) {
+		ret = -EINVAL;
+		dbd_err("cow file '%s' is not a regular file", path);
+		filp_close(f, NULL);
+		goto err_free;
+	}
+	f->f_flags |= O_NOATIME;
+	cow_protect(cow);
+
+	bytes = dbd_cow_file_bytes(size_sectors, falloc_mib,
+				   dbd_cow_fallocate_percentage_default,
+				   &cow->falloc_mib);
+	ret = cow_allocate(cow, 0, bytes);
+	if (ret) {
+		dbd_err("error allocating cow file: %d", ret);
+		goto err_close;
+	}
+	cow->hdr.magic = DBD_COW_MAGIC;
+	cow->hdr.flags = 0;
+	cow->hdr.fpos = cow->geo.first_data_blk;
+	cow->hdr.fsize = bytes;
+	cow->hdr.seqid = seqid;
+	if (uuid)
+		memcpy(cow->hdr.uuid, uuid, sizeof(cow->hdr.uuid));
+	else
+		generate_random_uuid(cow->hdr.uuid);
+	cow->hdr.version = COW_VERSION_CHANGED_BLOCKS;
+	cow->hdr.nr_changed_blocks = 0;
+	ret = cow_write_header(cow);
+	if (ret) {
+		dbd_err("error writing cow header: %d", ret);
+		goto err_close;
+	}
+	return cow;
+
+err_close:
+	dbd_cow_close(cow, true);
+	*err = ret;
+	return NULL;
+err_free:
+	cow_free_sections(cow);
+	kfree(cow);
+	*err = ret;
+	return NULL;
+}
+
+int dbd_cow_check_same_fs(struct dbd_cow *cow, struct super_block *sb)
+{
+	return cow->inode->i_sb == sb ? 0 : -EINVAL;
+}
+
+int dbd_cow_rel_path(struct dbd_cow *cow, char **out)
+{
+	char *buf = kmalloc(PATH_MAX_DATTO, GFP_KERNEL);
+	char *p;
+
+	if (!buf)
+		return -ENOMEM;
+	p = dentry_path_raw(cow->filp->f_path.dentry, buf, PATH_MAX_DATTO);
+	if (IS_ERR(p)) {
+		kfree(buf);
+		return PTR_ERR(p);
+	}
+	*out = kstrdup(p, GFP_KERNEL);
+	kfree(buf);
+	return *out ? 0 : -ENOMEM;
+}
+
+/* ---------------------------------------------------------------- index */
+
+static int cow_write_section(struct dbd_cow *cow, u64 s)
+{
+	struct dbd_section *sec = &cow->sects[s];
+	int ret;
+
+	if (!sec->map || !sec->dirty)
+		return 0;
+	/* the in-memory-only section past the on-disk index (P14) */
+	if (s >= cow->geo.total_sects)
+		return 0;
+	ret = cow_kwrite(cow, sec->map, DBD_SECTION_BYTES,
+			 DBD_HEADER_BYTES + s * DBD_SECTION_BYTES);
+	if (ret)
+		return ret;
+	sec->dirty = false;
+	sec->on_disk = true;
+	return 0;
+}
+
+static int cow_evict(struct dbd_cow *cow, u64 keep)
+{
+	u64 allowed = cow->allowed ? cow->allowed : 1;
+	u64 target = allowed / 2, s, total = 0, n = 0, avg;
+	int pass, ret;
+
+	if (cow->resident <= allowed)
+		return 0;
+	for (s = 0; s < cow->geo.mem_sects; s++) {
+		if (cow->sects[s].map) {
+			total += cow->sects[s].usage;
+			n++;
+		}
+	}
+	avg = n ? total / n : 0;
+	/* least used first, then any section but the one in use */
+	for (pass = 0; pass < 2; pass++) {
+		for (s = 0; s < cow->geo.total_sects; s++) {
+			struct dbd_section *sec = &cow->sects[s];
+
+			if (cow->resident <= target)
+				goto done;
+			if (!sec->map || s == keep ||
+			    (pass == 0 && sec->usage > avg))
+				continue;
+			ret = cow_write_section(cow, s);
+			if (ret)
+				return ret;
+			kvfree(sec->map);
+			sec->map = NULL;
+			cow->resident--;
+		}
+	}
+done:
+	for (s = 0; s < cow->geo.mem_sects; s++)
+		cow->sects[s].usage = 0;
+	return 0;
+}
+
+/* make section s resident; caller holds cow->lock */
+static int cow_section(struct dbd_cow *cow, u64 s, u64 **map)
+{
+	struct dbd_section *sec;
+	unsigned int noio;
+	int ret;
+
+	if (s >= cow->geo.mem_sects)
+		return -EINVAL;
+	sec = &cow->sects[s];
+	if (!sec->map) {
+		noio = memalloc_noio_save();
+		sec->map = kvzalloc(DBD_SECTION_BYTES, GFP_KERNEL);
+		memalloc_noio_restore(noio);
+		if (!sec->map)
+			return -ENOMEM;
+		cow->resident++;
+		if (sec->on_disk) {
+			ret = cow_kread(cow, sec->map, DBD_SECTION_BYTES,
+					DBD_HEADER_BYTES +
+					s * DBD_SECTION_BYTES);
+			if (ret) {
+				kvfree(sec->map);
+				sec->map = NULL;
+				cow->resident--;
+				return ret;
+			}
+		}
+		ret = cow_evict(cow, s);
+		if (ret)
+			return ret;
+	}
+	if (sec->usage < U32_MAX)
+		sec->usage++;
+	*map = sec->map;
+	return 0;
+}
+
+int dbd_cow_get(struct dbd_cow *cow, u64 block, u64 *val)
+{
+	u64 *map;
+	int ret;
+
+	mutex_lock(&cow->lock);
+	ret = cow_section(cow, block / DBD_SECTION_ENTRIES, &map);
+	if (!ret)
+		*val = le64_to_cpu(map[block % DBD_SECTION_ENTRIES]);
+	mutex_unlock(&cow->lock);
+	return ret;
+}
+
+static void cow_set_entry(struct dbd_cow *cow, u64 *map, u64 block, u64 val)
+{
+	u64 *e = &map[block % DBD_SECTION_ENTRIES];
+
+	if (!*e && val && cow->hdr.version >= COW_VERSION_CHANGED_BLOCKS)
+		cow->hdr.nr_changed_blocks++;
+	*e = cpu_to_le64(val);
+	cow->sects[block / DBD_SECTION_ENTRIES].dirty = true;
+}
+
+/*
+ * Save the original contents of a block (SPEC 2.5): nothing to do if the
+ * entry is already set, else append at fpos (growing the file with
+ * auto-expand when configured) and point the entry at it.
+ */
+int dbd_cow_save_block(struct dbd_cow *cow, u64 block, struct page *page,
+		       struct dbd_dev *dev)
+{
+	u64 *map, blk;
+	void *data;
+	int ret;
+
+	mutex_lock(&cow->lock);
+	ret = cow_section(cow, block / DBD_SECTION_ENTRIES, &map);
+	if (ret || map[block % DBD_SECTION_ENTRIES])
+		goto out;
+	while ((ret = dbd_cow_alloc_block(&cow->hdr.fpos, cow->hdr.fsize,
+					  &blk)) == -EFBIG) {
+		if (!dev || dbd_dev_auto_expand_grow(dev, cow))
+			break;
+	}
+	if (ret) {
+		dbd_err("cow file max size exceeded (%llu/%llu): %d",
+			(unsigned long long)cow->hdr.fpos * DBD_BLOCK_SIZE,
+			(unsigned long long)cow->hdr.fsize, ret);
+		goto out;
+	}
+	data = kmap_local_page(page);
+	ret = cow_kwrite(cow, data, DBD_BLOCK_SIZE, blk * DBD_BLOCK_SIZE);
+	kunmap_local(data);
+	if (ret) {
+		dbd_err("error writing cow data: %d", ret);
+		goto out;
+	}
+	cow_set_entry(cow, map, block, blk);
+out:
+	mutex_unlock(&cow->lock);
+	return ret;
+}
+
+int dbd_cow_mark_changed(struct dbd_cow *cow, u64 first, u64 last)
+{
+	u64 b, *map = NULL;
+	int ret = 0;
+
+	mutex_lock(&cow->lock);
+	for (b = first; b <= last; b++) {
+		if (!map || b % DBD_SECTION_ENTRIES == 0) {
+			ret = cow_section(cow, b / DBD_SECTION_ENTRIES, &map);
+			if (ret)
+				break;
+		}
+		cow_set_entry(cow, map, b, 1);
+	}
+	mutex_unlock(&cow->lock);
+	return ret;
+}
+
+int dbd_cow_read_data(struct dbd_cow *cow, u64 data_blk, void *buf,
+		      unsigned int off, unsigned int len)
+{
+	return cow_kread(cow, buf, len, data_blk * DBD_BLOCK_SIZE + off);
+}
+
+/* caller holds cow->lock */
+static int cow_expand_locked(struct dbd_cow *cow, u64 bytes)
+{
+	int ret = cow_allocate(cow, cow->hdr.fsize, bytes);
+
+	if (ret)
+		return ret;
+	cow->hdr.fsize += bytes;
+	return cow_write_header(cow);
+}
+
+int dbd_cow_expand(struct dbd_cow *cow, u64 bytes)
+{
+	int ret;
+
+	mutex_lock(&cow->lock);
+	ret = cow_expand_locked(cow, bytes);
+	mutex_unlock(&cow->lock);
+	return ret;
+}
+
+/* auto-expand step; called from dbd_cow_save_block with cow->lock held */
+int dbd_dev_auto_expand_grow(struct dbd_dev *dev, struct dbd_cow *cow)
+{
+	struct kstatfs st;
+	bool ok;
+	u64 step = READ_ONCE(dev->step_mib);
+	u64 reserved = READ_ONCE(dev->reserved_mib);
+
+	if (!READ_ONCE(dev->has_auto_expand))
+		return -EFBIG;
+	ok = !vfs_statfs(&cow->filp->f_path, &st);
+	if (!dbd_auto_expand_allowed(step, reserved, ok, ok ? st.f_bsize : 0,
+				     ok ? st.f_bavail : 0))
+		return -EFBIG;
+	dbd_info("auto-expanding cow file by %llu MiB",
+		 (unsigned long long)step);
+	return cow_expand_locked(cow, step * DBD_MIB) ? -EFBIG : 0;
+}
+
+int dbd_cow_truncate_to_index(struct dbd_cow *cow)
+{
+	struct iattr attr = {
+		.ia_valid = ATTR_SIZE,
+		.ia_size = cow->geo.data_offset,
+	};
+	int ret;
+
+	mutex_lock(&cow->lock);
+	cow->index_only = true;
+	cow->hdr.flags |= DBD_FLAG_INDEX_ONLY;
+	cow->hdr.fsize = cow->geo.data_offset;
+	cow_unprotect(cow);
+	inode_lock(cow->inode);
+	ret = dbd_notify_change(cow->filp, &attr);
+	inode_unlock(cow->inode);
+	cow_protect(cow);
+	mutex_unlock(&cow->lock);
+	if (ret)
+		dbd_warn("error truncating cow file, incremental will use more disk space than needed: %d",
+			 ret);
+	return ret;
+}
+
+int dbd_cow_sync(struct dbd_cow *cow, bool clean)
+{
+	u64 s;
+	int ret = 0;
+
+	mutex_lock(&cow->lock);
+	for (s = 0; s < cow->geo.total_sects && !ret; s++)
+		ret = cow_write_section(cow, s);
+	if (!ret) {
+		if (clean)
+			cow->hdr.flags |= DBD_FLAG_CLEAN;
+		ret = cow_write_header(cow);
+	}
+	if (!ret)
+		ret = vfs_fsync(cow->filp, 0);
+	mutex_unlock(&cow->lock);
+	return ret;
+}
+
+static int cow_unlink(struct dbd_cow *cow)
+{
+	struct dentry *dentry = cow->filp->f_path.dentry;
+	struct vfsmount *mnt = cow->filp->f_path.mnt;
+	struct dentry *dir;
+	int ret;
+
+	ret = mnt_want_write(mnt);
+	if (ret)
+		return ret;
+	dget(dentry);
+	dir = dget_parent(dentry);
+	inode_lock_nested(d_inode(dir), I_MUTEX_PARENT);
+	if (dentry->d_parent == dir && !d_unhashed(dentry) &&
+	    d_is_positive(dentry)) {
+		cow_unprotect(cow);
+		ret = dbd_vfs_unlink(d_inode(dir), dentry);
+	}
+	inode_unlock(d_inode(dir));
+	dput(dir);
+	dput(dentry);
+	mnt_drop_write(mnt);
+	return ret;
+}
+
+void dbd_cow_close(struct dbd_cow *cow, bool unlink)
+{
+	int ret;
+
+	if (cow->filp) {
+		if (unlink && !cow->unlinked) {
+			ret = cow_unlink(cow);
+			if (ret)
+				dbd_warn("error unlinking cow file: %d", ret);
+		}
+		cow_unprotect(cow);
+		filp_close(cow->filp, NULL);
+		cow->filp = NULL;
+		cow->inode = NULL;
+	}
+	cow_free_sections(cow);
+	kfree(cow);
+}
+
+/* failure: remove the file now (it stays open until destroy) */
+void dbd_cow_discard(struct dbd_cow *cow)
+{
+	int ret;
+
+	mutex_lock(&cow->lock);
+	if (cow->filp && !cow->unlinked) {
+		ret = cow_unlink(cow);
+		if (ret)
+			dbd_warn("error unlinking cow file: %d", ret);
+		cow->unlinked = true;
+	}
+	mutex_unlock(&cow->lock);
+}
+
+bool dbd_cow_owns_page(struct dbd_cow *cow, struct page *page)
+{
+	struct folio *folio = page_folio(page);
+	struct address_space *mapping = READ_ONCE(folio->mapping);
+
+	if (!mapping || ((unsigned long)mapping & PAGE_MAPPING_ANON))
+		return false;
+	return mapping->host == cow->inode;
+}

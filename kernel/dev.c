@@ -1,0 +1,412 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * Device table and the management operations: setup, reload, destroy,
+ * transitions, expand.  Every function here runs under dbd_ctl_mutex.
+ */
+#include <linux/slab.h>
+#include <linux/namei.h>
+#include <linux/dcache.h>
+#include <linux/err.h>
+#include "dbd.h"
+
+static struct dbd_dev *dbd_devs[DBD_HARD_MAX_DEVICES];
+
+struct dbd_dev *dbd_dev_get(unsigned int minor)
+{
+	if (minor >= dbd_max_snap_devices)
+		return NULL;
+	return dbd_devs[minor];
+}
+
+int dbd_dev_free_minor(void)
+{
+	unsigned int i;
+
+	for (i = 0; i < dbd_max_snap_devices; i++)
+		if (!dbd_devs[i])
+			return i;
+	return -ENOENT;
+}
+
+void dbd_dev_view(unsigned int minor, struct dbd_minor_view *v)
+{
+	struct dbd_dev *dev = dbd_dev_get(minor);
+
+	memset(v, 0, sizeof(*v));
+	if (!dev)
+		return;
+	v->exists = true;
+	v->busy = atomic_read(&dev->refs) != 0;
+	v->fail_code = dbd_dev_failed(dev);
+	v->state = dev->state;
+}
+
+void dbd_dev_fail(struct dbd_dev *dev, int err)
+{
+	if (atomic_cmpxchg(&dev->fail_code, 0, err) == 0)
+		dbd_err("device %u failed: %d", dev->minor, err);
+}
+
+static struct dbd_dev *dev_alloc(unsigned int minor, unsigned long cache_size)
+{
+	struct dbd_dev *dev = kzalloc(sizeof(*dev), GFP_KERNEL);
+
+	if (!dev)
+		return NULL;
+	dev->minor = minor;
+	dev->cache_size = cache_size;
+	atomic_set(&dev->fail_code, 0);
+	atomic_set(&dev->refs, 0);
+	return dev;
+}
+
+static void dev_free(struct dbd_dev *dev)
+{
+	dbd_bdev_close(&dev->base);
+	kfree(dev->bdev_path);
+	kfree(dev->cow_path);
+	kfree(dev);
+}
+
+/* absolute path of a block device node, symlinks resolved */
+static int abs_path(const char *path, char **out)
+{
+	struct path p;
+	char *buf, *s;
+	int ret;
+
+	ret = kern_path(path, LOOKUP_FOLLOW, &p);
+	if (ret)
+		return ret;
+	buf = kmalloc(PATH_MAX_DATTO, GFP_KERNEL);
+	if (!buf) {
+		path_put(&p);
+		return -ENOMEM;
+	}
+	s = d_path(&p, buf, PATH_MAX_DATTO);
+	path_put(&p);
+	if (IS_ERR(s)) {
+		kfree(buf);
+		return PTR_ERR(s);
+	}
+	*out = kstrdup(s, GFP_KERNEL);
+	kfree(buf);
+	return *out ? 0 : -ENOMEM;
+}
+
+static bool bdev_already_traced(struct block_device *bdev)
+{
+	unsigned int i;
+
+	for (i = 0; i < dbd_max_snap_devices; i++) {
+		struct dbd_dev *d = dbd_devs[i];
+
+		if (d && !(d->state & DBD_STATE_UNVERIFIED) &&
+		    d->base.bdev == bdev)
+			return true;
+	}
+	return false;
+}
+
+/* open the COW file for a new series / transition and check it */
+static struct dbd_cow *cow_open_new(struct dbd_dev *dev, const char *path,
+				    u64 falloc_mib, u64 seqid, const u8 *uuid,
+				    struct super_block *sb, char **rel,
+				    int *err)
+{
+	struct dbd_cow *cow;
+
+	cow = dbd_cow_create(path, dev->size, falloc_mib, seqid, uuid,
+			     dbd_dev_cache(dev), err);
+	if (!cow)
+		return NULL;
+	*err = dbd_cow_check_same_fs(cow, sb);
+	if (*err) {
+		dbd_err("cow file must be on the filesystem of the block device");
+		dbd_cow_close(cow, true);
+		return NULL;
+	}
+	*err = dbd_cow_rel_path(cow, rel);
+	if (*err) {
+		dbd_cow_close(cow, true);
+		return NULL;
+	}
+	return cow;
+}
+
+static void dev_teardown_active(struct dbd_dev *dev, bool unlink)
+{
+	struct dbd_trace *t = dev->trace;
+
+	dbd_trace_remove(dev);
+	if (dev->snap) {
+		dbd_snap_stop(dev->snap);
+		dbd_snap_disk_del(dev);
+		dbd_snap_free(dev->snap);
+		dev->snap = NULL;
+	}
+	dbd_snap_disk_del(dev);
+	if (dev->inc) {
+		dbd_inc_free(dev->inc);
+		dev->inc = NULL;
+	}
+	if (t) {
+		dbd_trace_free(t);
+		dev->trace = NULL;
+	}
+	if (dev->cow) {
+		dbd_cow_close(dev->cow, unlink);
+		dev->cow = NULL;
+	}
+}
+
+int dbd_dev_setup_snap(unsigned int minor, const char *bdev_path,
+		       const char *cow_path, unsigned long falloc_mib,
+		       unsigned long cache_size)
+{
+	struct super_block *sb = NULL;
+	struct dbd_trace *t = NULL;
+	struct dbd_dev *dev;
+	int ret;
+
+	dev = dev_alloc(minor, cache_size);
+	if (!dev)
+		return -ENOMEM;
+	ret = dbd_bdev_open(bdev_path, &dev->base);
+	if (ret) {
+		dbd_err("error opening block device '%s': %d", bdev_path, ret);
+		goto err;
+	}
+	sb = dbd_bdev_get_super(dev->base.bdev);
+	if (!sb || sb_rdonly(sb)) {
+		dbd_err("illegal to perform setup while unmounted: %d", -EINVAL);
+		ret = -EINVAL;
+		goto err;
+	}
+	if (bdev_already_traced(dev->base.bdev)) {
+		dbd_err("block device is already being traced: %d", -EINVAL);
+		ret = -EINVAL;
+		goto err;
+	}
+	ret = abs_path(bdev_path, &dev->bdev_path);
+	if (ret)
+		goto err;
+	dev->sect_off = dev->base.bdev->bd_start_sect;
+	dev->size = bdev_nr_sectors(dev->base.bdev);
+
+	dev->cow = cow_open_new(dev, cow_path, falloc_mib, 1, NULL, sb,
+				&dev->cow_path, &ret);
+	if (!dev->cow)
+		goto err;
+	dev->falloc_mib = dev->cow->falloc_mib;
+	dev->state = DBD_STATE_SNAPSHOT | DBD_STATE_ACTIVE;
+
+	dev->snap = dbd_snap_create(dev, dev->cow);
+	if (IS_ERR(dev->snap)) {
+		ret = PTR_ERR(dev->snap);
+		dev->snap = NULL;
+		goto err;
+	}
+	ret = dbd_snap_disk_add(dev);
+	if (ret)
+		goto err;
+	t = dbd_trace_alloc(dev);
+	if (!t) {
+		ret = -ENOMEM;
+		goto err;
+	}
+	t->snap = dev->snap;
+	ret = dbd_trace_install(dev, t);
+	if (ret) {
+		dbd_trace_free(t);
+		goto err;
+	}
+	deactivate_super(sb);
+	dbd_devs[minor] = dev;
+	dbd_info("snapshot %u set up on %s", minor, dev->bdev_path);
+	return 0;
+
+err:
+	if (sb)
+		deactivate_super(sb);
+	dev_teardown_active(dev, true);
+	dev_free(dev);
+	return ret;
+}
+
+int dbd_dev_reload(unsigned int minor, const char *bdev_path,
+		   const char *cow_path, unsigned long cache_size,
+		   bool snapshot)
+{
+	struct super_block *sb;
+	struct dbd_bdev b = { 0 };
+	struct dbd_dev *dev;
+	int ret;
+
+	ret = dbd_bdev_open(bdev_path, &b);
+	if (ret) {
+		dbd_err("error opening block device '%s': %d", bdev_path, ret);
+		return ret;
+	}
+	sb = dbd_bdev_get_super(b.bdev);
+	if (sb) {
+		ret = sb_rdonly(sb) ? 0 : -EINVAL;
+		deactivate_super(sb);
+	}
+	dbd_bdev_close(&b);
+	if (ret) {
+		dbd_err("illegal to perform reload while mounted: %d", ret);
+		return ret;
+	}
+	dev = dev_alloc(minor, cache_size);
+	if (!dev)
+		return -ENOMEM;
+	dev->bdev_path = kstrdup(bdev_path, GFP_KERNEL);
+	dev->cow_path = kstrdup(cow_path, GFP_KERNEL);
+	if (!dev->bdev_path || !dev->cow_path) {
+		dev_free(dev);
+		return -ENOMEM;
+	}
+	dev->state = DBD_STATE_UNVERIFIED |
+		     (snapshot ? DBD_STATE_SNAPSHOT : 0);
+	dbd_devs[minor] = dev;
+	return 0;
+}
+
+int dbd_dev_destroy(struct dbd_dev *dev)
+{
+	/* active devices lose their COW file; others keep it (SPEC P17) */
+	bool unlink = dev->state & DBD_STATE_ACTIVE;
+
+	dbd_devs[dev->minor] = NULL;
+	dev_teardown_active(dev, unlink);
+	dev_free(dev);
+	return 0;
+}
+
+void dbd_dev_destroy_all(void)
+{
+	unsigned int i;
+
+	for (i = 0; i < dbd_max_snap_devices; i++)
+		if (dbd_devs[i])
+			dbd_dev_destroy(dbd_devs[i]);
+}
+
+int dbd_dev_transition_inc(struct dbd_dev *dev)
+{
+	struct dbd_trace *old = dev->trace, *t;
+	struct dbd_snap *snap = dev->snap;
+	struct dbd_inc *inc;
+	int ret;
+
+	inc = dbd_inc_create(dev, dev->cow);
+	if (IS_ERR(inc))
+		return PTR_ERR(inc);
+	t = dbd_trace_alloc(dev);
+	if (!t) {
+		dbd_inc_free(inc);
+		return -ENOMEM;
+	}
+	t->inc = inc;
+	ret = dbd_trace_install(dev, t);
+	if (ret) {
+		dbd_trace_free(t);
+		dbd_inc_free(inc);
+		return ret;
+	}
+	dev->inc = inc;
+	/* the old snapshot engine drains (data flushed by the freeze) */
+	dbd_snap_stop(snap);
+	dbd_snap_disk_del(dev);
+	dbd_snap_free(snap);
+	dev->snap = NULL;
+	dbd_trace_free(old);
+	dev->has_auto_expand = false;
+	dev->state = DBD_STATE_ACTIVE;
+	ret = dbd_dev_failed(dev);
+	if (ret)
+		return ret;
+	dbd_cow_truncate_to_index(dev->cow);
+	return 0;
+}
+
+int dbd_dev_transition_snap(struct dbd_dev *dev, const char *cow_path,
+			    unsigned long falloc_mib)
+{
+	struct dbd_trace *old = dev->trace, *t = NULL;
+	struct dbd_cow *old_cow = dev->cow, *cow;
+	struct dbd_inc *inc = dev->inc;
+	struct super_block *sb;
+	unsigned long old_cache = dev->cache_size;
+	char *rel = NULL;
+	int ret;
+
+	sb = dbd_bdev_get_super(dev->base.bdev);
+	if (!sb)
+		return -EINVAL;
+	/* cache size is not carried over (SPEC 3.5) */
+	dev->cache_size = 0;
+	cow = cow_open_new(dev, cow_path, falloc_mib ? falloc_mib :
+			   dev->falloc_mib, old_cow->hdr.seqid + 1,
+			   old_cow->hdr.uuid, sb, &rel, &ret);
+	deactivate_super(sb);
+	if (!cow) {
+		dev->cache_size = old_cache;
+		return ret;
+	}
+	dev->snap = dbd_snap_create(dev, cow);
+	if (IS_ERR(dev->snap)) {
+		ret = PTR_ERR(dev->snap);
+		goto err;
+	}
+	dev->cow = cow;
+	ret = dbd_snap_disk_add(dev);
+	if (ret)
+		goto err;
+	t = dbd_trace_alloc(dev);
+	if (!t) {
+		ret = -ENOMEM;
+		goto err;
+	}
+	t->snap = dev->snap;
+	ret = dbd_trace_install(dev, t);
+	if (ret)
+		goto err;
+	/* old incremental engine drains into the old index, file closed */
+	dbd_inc_free(inc);
+	dev->inc = NULL;
+	dbd_trace_free(old);
+	ret = dbd_cow_sync(old_cow, true);
+	if (ret)
+		dbd_warn("error closing previous cow file: %d", ret);
+	dbd_cow_close(old_cow, false);
+	kfree(dev->cow_path);
+	dev->cow_path = rel;
+	dev->falloc_mib = cow->falloc_mib;
+	dev->state = DBD_STATE_SNAPSHOT | DBD_STATE_ACTIVE;
+	return 0;
+
+err:
+	dbd_trace_free(t);
+	dbd_snap_disk_del(dev);
+	if (!IS_ERR_OR_NULL(dev->snap))
+		dbd_snap_free(dev->snap);
+	dev->snap = NULL;
+	dev->cow = old_cow;
+	dev->cache_size = old_cache;
+	dbd_cow_close(cow, true);
+	kfree(rel);
+	return ret;
+}
+
+int dbd_dev_expand(struct dbd_dev *dev, u64 mib)
+{
+	int ret = dbd_cow_expand(dev->cow, mib * DBD_MIB);
+
+	if (ret) {
+		dbd_err("error expanding cow file: %d", ret);
+		dbd_dev_fail(dev, ret);
+	}
+	return ret;
+}

@@ -1,0 +1,739 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * Snapshot mode.
+ *
+ * Write path: the hook (dbd_snap_write) lets a write through at once when
+ * every block it touches has its original data saved already ("done"
+ * bitmap).  Otherwise the bio is held and handed to the device's mrf
+ * thread, which reads the original data of the blocks not yet saved,
+ * keeps the pages in memory (pending xarray), marks the blocks done and
+ * only then submits the held write.  The COW thread appends the pending
+ * pages to the COW file and drops them.  The user's write therefore waits
+ * for a read, never for a COW file write (which could wait on the fs
+ * journal, whose own writes may be held here).
+ *
+ * Snapshot device reads (/dev/dattoN) are served by a third thread:
+ * blocks not done come from the origin, done blocks from the pending
+ * pages or the COW file.  done bits only change under snap->rsem held for
+ * write; a reader holds it for read while it classifies blocks and reads
+ * the origin, so no write can overtake the origin read.
+ */
+#include <linux/kthread.h>
+#include <linux/slab.h>
+#include <linux/mm.h>
+#include <linux/highmem.h>
+#include <linux/sched/mm.h>
+#include <linux/module.h>
+#include "dbd.h"
+
+#define DBD_BATCH_PAGES 4096		/* 16 MiB read per mrf batch */
+#define DBD_CLONE_PAGES 256		/* 1 MiB per read bio */
+#define DBD_PENDING_LIMIT 16384		/* 64 MiB read but not yet saved */
+#define DBD_WINDOW_BLOCKS 256		/* snapshot read window */
+
+struct dbd_snap {
+	struct dbd_dev *dev;
+	struct dbd_cow *cow;
+	struct block_device *bdev;
+	sector_t size;
+	u64 nblocks;
+	unsigned long *done;
+	unsigned long *claim;		/* mrf thread only */
+	spinlock_t lock;
+	struct bio_list held;
+	struct bio_list reads;
+	struct xarray pending;		/* block -> page */
+	struct list_head cowq;
+	long pending_pages;
+	wait_queue_head_t mrf_wq;
+	wait_queue_head_t cow_wq;
+	wait_queue_head_t rd_wq;
+	wait_queue_head_t throttle_wq;
+	struct rw_semaphore rsem;
+	struct task_struct *mrf_task;
+	struct task_struct *cow_task;
+	struct task_struct *rd_task;
+	bool stop_mrf, stop_cow, stop_rd;
+	/* reader window */
+	struct page *win[DBD_WINDOW_BLOCKS];
+};
+
+struct dbd_cow_item {
+	struct list_head list;
+	u64 block;
+	struct page *page;
+};
+
+struct dbd_read_batch {
+	atomic_t remaining;
+	int error;
+	struct completion done;
+};
+
+static void dbd_read_endio(struct bio *bio)
+{
+	struct dbd_read_batch *rb = bio->bi_private;
+
+	if (bio->bi_status)
+		WRITE_ONCE(rb->error, -EIO);
+	bio_put(bio);
+	if (atomic_dec_and_test(&rb->remaining))
+		complete(&rb->done);
+}
+
+static void rb_init(struct dbd_read_batch *rb)
+{
+	atomic_set(&rb->remaining, 1);
+	rb->error = 0;
+	init_completion(&rb->done);
+}
+
+static int rb_wait(struct dbd_read_batch *rb)
+{
+	if (!atomic_dec_and_test(&rb->remaining))
+		wait_for_completion_io(&rb->done);
+	return READ_ONCE(rb->error);
+}
+
+/*
+ * Read blocks [first, first + n) of the origin into pages (one per
+ * block); the partial last block of the device is zero-filled.
+ */
+static void snap_read_origin(struct dbd_snap *s, u64 first, unsigned int n,
+			     struct page **pages, struct dbd_read_batch *rb)
+{
+	unsigned int i = 0;
+
+	while (i < n) {
+		unsigned int nr = min_t(unsigned int, n - i, DBD_CLONE_PAGES);
+		struct bio *bio;
+		unsigned int j;
+
+		bio = bio_alloc(s->bdev, nr, REQ_OP_READ | REQ_SYNC, GFP_NOIO);
+		bio->bi_iter.bi_sector = (first + i) * DBD_SECTORS_PER_BLOCK;
+		for (j = 0; j < nr; j++) {
+			u64 b = first + i + j;
+			sector_t left = s->size - b * DBD_SECTORS_PER_BLOCK;
+			unsigned int len = DBD_BLOCK_SIZE;
+
+			if (left < DBD_SECTORS_PER_BLOCK) {
+				len = left << SECTOR_SHIFT;
+				zero_user(pages[i + j], len, DBD_BLOCK_SIZE - len);
+			}
+			__bio_add_page(bio, pages[i + j], len, 0);
+			if (len < DBD_BLOCK_SIZE) {
+				nr = j + 1;
+				break;
+			}
+		}
+		bio->bi_private = rb;
+		bio->bi_end_io = dbd_read_endio;
+		atomic_inc(&rb->remaining);
+		submit_bio(bio);
+		i += nr;
+	}
+}
+
+/* ------------------------------------------------------------ write hook */
+
+static bool snap_all_cow_pages(struct dbd_snap *s, struct bio *bio)
+{
+	struct bio_vec bv;
+	struct bvec_iter iter;
+
+	if (bio_op(bio) != REQ_OP_WRITE)
+		return false;
+	bio_for_each_segment(bv, bio, iter) {
+		if (!dbd_cow_owns_page(s->cow, bv.bv_page))
+			return false;
+	}
+	return true;
+}
+
+/* partition-relative block range of a bio; false if outside the device */
+static bool snap_bio_range(struct dbd_trace *t, struct bio *bio, u64 *first,
+			   u64 *last)
+{
+	sector_t start = bio->bi_iter.bi_sector;
+	sector_t nr = bio_sectors(bio);
+
+	if (bio_flagged(bio, BIO_REMAPPED))
+		start -= t->sect_off;
+	if (start >= t->size)
+		return false;
+	if (nr > t->size - start)
+		nr = t->size - start;
+	return dbd_block_range(start, nr, first, last) == 0;
+}
+
+static bool snap_range_done(struct dbd_snap *s, u64 first, u64 last)
+{
+	return find_next_zero_bit(s->done, last + 1, first) > last;
+}
+
+bool dbd_snap_write(struct dbd_trace *t, struct bio *bio)
+{
+	struct dbd_snap *s = t->snap;
+	u64 first, last;
+
+	if (!snap_bio_range(t, bio, &first, &last))
+		return false;
+	if (snap_all_cow_pages(s, bio))
+		return false;
+	spin_lock(&s->lock);
+	if (snap_range_done(s, first, last)) {
+		spin_unlock(&s->lock);
+		return false;
+	}
+	if (bio_op(bio) == REQ_OP_DISCARD) {
+		/*
+		 * Discarding blocks whose original data is not saved would
+		 * change what the snapshot reads.  A discard is only a hint:
+		 * complete it without passing it down.
+		 */
+		spin_unlock(&s->lock);
+		bio_endio(bio);
+		return true;
+	}
+	bio_list_add(&s->held, bio);
+	spin_unlock(&s->lock);
+	wake_up(&s->mrf_wq);
+
+	/* throttle user tasks while too much original data is in memory */
+	if (!(current->flags & (PF_KTHREAD | PF_MEMALLOC)) && !current->bio_list)
+		wait_event_killable(s->throttle_wq,
+				    READ_ONCE(s->pending_pages) <
+				    DBD_PENDING_LIMIT);
+	return true;
+}
+
+/* ------------------------------------------------------------ mrf thread */
+
+struct dbd_batch {
+	unsigned int n;
+	u64 blocks[DBD_BATCH_PAGES];
+	struct page *pages[DBD_BATCH_PAGES];
+};
+
+/* read the claimed blocks of the batch and hand them to the COW thread */
+static void snap_batch_commit(struct dbd_snap *s, struct dbd_batch *b)
+{
+	struct dbd_read_batch rb;
+	unsigned int i, j;
+	int err = 0;
+	LIST_HEAD(items);
+
+	if (!b->n)
+		return;
+	rb_init(&rb);
+	for (i = 0; i < b->n; i = j) {
+		for (j = i + 1; j < b->n && b->blocks[j] == b->blocks[j - 1] + 1;
+		     j++)
+			;
+		snap_read_origin(s, b->blocks[i], j - i, &b->pages[i], &rb);
+	}
+	err = rb_wait(&rb);
+	for (i = 0; i < b->n && !err; i++) {
+		struct dbd_cow_item *it = kmalloc(sizeof(*it), GFP_NOIO);
+
+		if (!it) {
+			err = -ENOMEM;
+			break;
+		}
+		it->block = b->blocks[i];
+		it->page = b->pages[i];
+		list_add_tail(&it->list, &items);
+		err = xa_err(xa_store(&s->pending, it->block, it->page,
+				      GFP_NOIO));
+	}
+	if (err) {
+		struct dbd_cow_item *it, *tmp;
+
+		dbd_dev_fail(s->dev, err);
+		list_for_each_entry_safe(it, tmp, &items, list) {
+			xa_erase(&s->pending, it->block);
+			kfree(it);
+		}
+		for (i = 0; i < b->n; i++) {
+			clear_bit(b->blocks[i], s->claim);
+			__free_page(b->pages[i]);
+		}
+		b->n = 0;
+		return;
+	}
+	down_write(&s->rsem);
+	spin_lock(&s->lock);
+	for (i = 0; i < b->n; i++) {
+		set_bit(b->blocks[i], s->done);
+		clear_bit(b->blocks[i], s->claim);
+	}
+	list_splice_tail(&items, &s->cowq);
+	s->pending_pages += b->n;
+	spin_unlock(&s->lock);
+	up_write(&s->rsem);
+	wake_up(&s->cow_wq);
+	b->n = 0;
+}
+
+static int snap_mrf_thread(void *data)
+{
+	struct dbd_snap *s = data;
+	struct dbd_batch *b;
+	struct bio_list todo, release;
+	struct bio *bio;
+	unsigned int noio = memalloc_noio_save();
+
+	b = kvmalloc(sizeof(*b), GFP_KERNEL);
+	for (;;) {
+		wait_event(s->mrf_wq, !bio_list_empty(&s->held) ||
+			   READ_ONCE(s->stop_mrf));
+		spin_lock(&s->lock);
+		todo = s->held;
+		bio_list_init(&s->held);
+		spin_unlock(&s->lock);
+		if (bio_list_empty(&todo) && READ_ONCE(s->stop_mrf))
+			break;
+		bio_list_init(&release);
+		if (b)
+			b->n = 0;
+		while ((bio = bio_list_pop(&todo))) {
+			struct dbd_trace tr = {
+				.bdev = s->bdev, .size = s->size,
+				.sect_off = s->dev->sect_off,
+			};
+			u64 first, last, blk;
+
+			bio_list_add(&release, bio);
+			if (!b) {
+				dbd_dev_fail(s->dev, -ENOMEM);
+				continue;
+			}
+			if (dbd_dev_failed(s->dev) ||
+			    !snap_bio_range(&tr, bio, &first, &last))
+				continue;
+			for (blk = first; blk <= last; blk++) {
+				struct page *pg;
+
+				if (test_bit(blk, s->done) ||
+				    test_bit(blk, s->claim))
+					continue;
+				if (b->n == DBD_BATCH_PAGES)
+					snap_batch_commit(s, b);
+				pg = alloc_page(GFP_NOIO);
+				if (!pg) {
+					dbd_dev_fail(s->dev, -ENOMEM);
+					break;
+				}
+				set_bit(blk, s->claim);
+				b->blocks[b->n] = blk;
+				b->pages[b->n++] = pg;
+			}
+		}
+		if (b)
+			snap_batch_commit(s, b);
+		/* the original data is saved (or the device failed) */
+		while ((bio = bio_list_pop(&release)))
+			dbd_submit_passthrough(bio);
+	}
+	kvfree(b);
+	memalloc_noio_restore(noio);
+	return 0;
+}
+
+/* ------------------------------------------------------------ COW thread */
+
+static int snap_cow_thread(void *data)
+{
+	struct dbd_snap *s = data;
+	struct dbd_cow_item *it;
+	unsigned int noio = memalloc_noio_save();
+	bool discarded = false;
+	int ret;
+
+	for (;;) {
+		wait_event(s->cow_wq, !list_empty(&s->cowq) ||
+			   READ_ONCE(s->stop_cow) ||
+			   (dbd_dev_failed(s->dev) && !discarded));
+		if (dbd_dev_failed(s->dev) && !discarded) {
+			/* a failed snapshot keeps no COW file (SPEC 3.4) */
+			dbd_cow_discard(s->cow);
+			discarded = true;
+		}
+		spin_lock(&s->lock);
+		it = list_first_entry_or_null(&s->cowq, struct dbd_cow_item,
+					      list);
+		if (it)
+			list_del(&it->list);
+		spin_unlock(&s->lock);
+		if (!it) {
+			if (READ_ONCE(s->stop_cow))
+				break;
+			continue;
+		}
+		if (!dbd_dev_failed(s->dev)) {
+			ret = dbd_cow_save_block(s->cow, it->block, it->page,
+						 s->dev);
+			if (ret)
+				dbd_dev_fail(s->dev, ret);
+		}
+		spin_lock(&s->lock);
+		xa_erase(&s->pending, it->block);
+		s->pending_pages--;
+		spin_unlock(&s->lock);
+		__free_page(it->page);
+		kfree(it);
+		wake_up_all(&s->throttle_wq);
+	}
+	memalloc_noio_restore(noio);
+	return 0;
+}
+
+/* ------------------------------------------------------- snapshot reads */
+
+enum { SRC_ORIGIN, SRC_MEM, SRC_COW };
+
+/* fill s->win[0..n) with the snapshot contents of blocks first.. */
+static int snap_load_window(struct dbd_snap *s, u64 first, unsigned int n)
+{
+	u8 src[DBD_WINDOW_BLOCKS];
+	struct dbd_read_batch rb;
+	bool need_origin = false;
+	unsigned int i;
+	int ret = 0;
+
+	down_read(&s->rsem);
+	spin_lock(&s->lock);
+	for (i = 0; i < n; i++) {
+		src[i] = test_bit(first + i, s->done) ? SRC_COW : SRC_ORIGIN;
+		if (src[i] == SRC_ORIGIN)
+			need_origin = true;
+	}
+	spin_unlock(&s->lock);
+	if (need_origin) {
+		rb_init(&rb);
+		snap_read_origin(s, first, n, s->win, &rb);
+		ret = rb_wait(&rb);
+	}
+	/* pages not yet in the COW file are copied while still pending */
+	spin_lock(&s->lock);
+	for (i = 0; i < n && !ret; i++) {
+		struct page *pg;
+
+		if (src[i] != SRC_COW)
+			continue;
+		pg = xa_load(&s->pending, first + i);
+		if (pg) {
+			copy_highpage(s->win[i], pg);
+			src[i] = SRC_MEM;
+		}
+	}
+	spin_unlock(&s->lock);
+	up_read(&s->rsem);
+
+	for (i = 0; i < n && !ret; i++) {
+		u64 val;
+		void *p;
+
+		if (src[i] != SRC_COW)
+			continue;
+		ret = dbd_cow_get(s->cow, first + i, &val);
+		if (!ret && val < s->cow->geo.first_data_blk)
+			ret = -EIO;
+		if (ret)
+			break;
+		p = kmap_local_page(s->win[i]);
+		ret = dbd_cow_read_data(s->cow, val, p, 0, DBD_BLOCK_SIZE);
+		kunmap_local(p);
+	}
+	return ret;
+}
+
+static int snap_serve_read(struct dbd_snap *s, struct bio *bio)
+{
+	struct bio_vec bv;
+	struct bvec_iter iter;
+	u64 pos = (u64)bio->bi_iter.bi_sector << SECTOR_SHIFT;
+	u64 end = pos + bio->bi_iter.bi_size;
+	u64 dev_blocks = DIV_ROUND_UP_ULL(s->size, DBD_SECTORS_PER_BLOCK);
+	u64 wfirst = 0;
+	unsigned int wn = 0;
+	int ret;
+
+	if (end > (u64)s->size << SECTOR_SHIFT)
+		return -EIO;
+	bio_for_each_segment(bv, bio, iter) {
+		unsigned int done = 0;
+
+		while (done < bv.bv_len) {
+			u64 blk = pos >> DBD_BLOCK_SHIFT;
+			unsigned int off = pos & (DBD_BLOCK_SIZE - 1);
+			unsigned int len = min_t(unsigned int,
+						 bv.bv_len - done,
+						 DBD_BLOCK_SIZE - off);
+			void *dst, *src;
+
+			if (blk < wfirst || blk >= wfirst + wn) {
+				u64 last = (end - 1) >> DBD_BLOCK_SHIFT;
+
+				wfirst = blk;
+				wn = min_t(u64, last - blk + 1,
+					   DBD_WINDOW_BLOCKS);
+				wn = min_t(u64, wn, dev_blocks - blk);
+				ret = snap_load_window(s, wfirst, wn);
+				if (ret)
+					return ret;
+			}
+			dst = kmap_local_page(bv.bv_page);
+			src = kmap_local_page(s->win[blk - wfirst]);
+			memcpy(dst + bv.bv_offset + done, src + off, len);
+			kunmap_local(src);
+			kunmap_local(dst);
+			done += len;
+			pos += len;
+		}
+	}
+	return 0;
+}
+
+static int snap_rd_thread(void *data)
+{
+	struct dbd_snap *s = data;
+	struct bio *bio;
+	unsigned int noio = memalloc_noio_save();
+	int ret;
+
+	for (;;) {
+		wait_event(s->rd_wq, !bio_list_empty(&s->reads) ||
+			   READ_ONCE(s->stop_rd));
+		spin_lock(&s->lock);
+		bio = bio_list_pop(&s->reads);
+		spin_unlock(&s->lock);
+		if (!bio) {
+			if (READ_ONCE(s->stop_rd))
+				break;
+			continue;
+		}
+		if (dbd_dev_failed(s->dev)) {
+			bio->bi_status = BLK_STS_IOERR;
+		} else {
+			ret = snap_serve_read(s, bio);
+			if (ret) {
+				dbd_err("error reading snapshot: %d", ret);
+				dbd_dev_fail(s->dev, ret);
+				bio->bi_status = BLK_STS_IOERR;
+			}
+		}
+		bio_endio(bio);
+	}
+	memalloc_noio_restore(noio);
+	return 0;
+}
+
+/* ------------------------------------------------------- engine life */
+
+struct dbd_snap *dbd_snap_create(struct dbd_dev *dev, struct dbd_cow *cow)
+{
+	struct dbd_snap *s = kvzalloc(sizeof(*s), GFP_KERNEL);
+	unsigned int i;
+
+	if (!s)
+		return ERR_PTR(-ENOMEM);
+	s->dev = dev;
+	s->cow = cow;
+	s->bdev = dev->base.bdev;
+	s->size = dev->size;
+	s->nblocks = DIV_ROUND_UP_ULL(dev->size, DBD_SECTORS_PER_BLOCK);
+	s->done = kvcalloc(BITS_TO_LONGS(s->nblocks), sizeof(long),
+			   GFP_KERNEL);
+	s->claim = kvcalloc(BITS_TO_LONGS(s->nblocks), sizeof(long),
+			    GFP_KERNEL);
+	if (!s->done || !s->claim)
+		goto err;
+	for (i = 0; i < DBD_WINDOW_BLOCKS; i++) {
+		s->win[i] = alloc_page(GFP_KERNEL);
+		if (!s->win[i])
+			goto err;
+	}
+	spin_lock_init(&s->lock);
+	bio_list_init(&s->held);
+	bio_list_init(&s->reads);
+	xa_init(&s->pending);
+	INIT_LIST_HEAD(&s->cowq);
+	init_waitqueue_head(&s->mrf_wq);
+	init_waitqueue_head(&s->cow_wq);
+	init_waitqueue_head(&s->rd_wq);
+	init_waitqueue_head(&s->throttle_wq);
+	init_rwsem(&s->rsem);
+
+	s->cow_task = kthread_run(snap_cow_thread, s, "datto_snap_cow%u",
+				  dev->minor);
+	if (IS_ERR(s->cow_task))
+		goto err_cow;
+	s->mrf_task = kthread_run(snap_mrf_thread, s, "datto_snap_mrf%u",
+				  dev->minor);
+	if (IS_ERR(s->mrf_task))
+		goto err_mrf;
+	s->rd_task = kthread_run(snap_rd_thread, s, "datto_snap_rd%u",
+				 dev->minor);
+	if (IS_ERR(s->rd_task))
+		goto err_rd;
+	set_user_nice(s->cow_task, MIN_NICE);
+	set_user_nice(s->mrf_task, MIN_NICE);
+	get_task_struct(s->cow_task);
+	get_task_struct(s->mrf_task);
+	get_task_struct(s->rd_task);
+	return s;
+
+err_rd:
+	s->rd_task = NULL;
+	WRITE_ONCE(s->stop_mrf, true);
+	kthread_stop(s->mrf_task);
+err_mrf:
+	s->mrf_task = NULL;
+	WRITE_ONCE(s->stop_cow, true);
+	kthread_stop(s->cow_task);
+err_cow:
+	s->cow_task = NULL;
+err:
+	for (i = 0; i < DBD_WINDOW_BLOCKS; i++)
+		if (s->win[i])
+			__free_page(s->win[i]);
+	kvfree(s->done);
+	kvfree(s->claim);
+	kvfree(s);
+	return ERR_PTR(-ENOMEM);
+}
+
+static void snap_stop_task(struct task_struct **task, bool *flag,
+			   wait_queue_head_t *wq)
+{
+	if (!*task)
+		return;
+	WRITE_ONCE(*flag, true);
+	wake_up_all(wq);
+	kthread_stop(*task);
+	put_task_struct(*task);
+	*task = NULL;
+}
+
+/* drain held writes and pending COW data; tracing must be removed */
+void dbd_snap_stop(struct dbd_snap *s)
+{
+	snap_stop_task(&s->mrf_task, &s->stop_mrf, &s->mrf_wq);
+	snap_stop_task(&s->cow_task, &s->stop_cow, &s->cow_wq);
+	wake_up_all(&s->throttle_wq);
+}
+
+/* the snapshot disk must be gone: serve queued reads, free */
+void dbd_snap_free(struct dbd_snap *s)
+{
+	unsigned int i;
+
+	dbd_snap_stop(s);
+	snap_stop_task(&s->rd_task, &s->stop_rd, &s->rd_wq);
+	xa_destroy(&s->pending);
+	for (i = 0; i < DBD_WINDOW_BLOCKS; i++)
+		__free_page(s->win[i]);
+	kvfree(s->done);
+	kvfree(s->claim);
+	kvfree(s);
+}
+
+/* ------------------------------------------------------- /dev/dattoN */
+
+static void dbd_snap_submit_bio(struct bio *bio)
+{
+	struct dbd_dev *dev = bio->bi_bdev->bd_disk->private_data;
+	struct dbd_snap *s = dev->snap;
+
+	if (op_is_write(bio_op(bio))) {
+		bio->bi_status = BLK_STS_NOTSUPP;
+	} else if (dbd_dev_failed(dev) || !s) {
+		bio->bi_status = BLK_STS_IOERR;
+	} else if (!(dev->state & DBD_STATE_ACTIVE)) {
+		bio->bi_status = BLK_STS_DEV_RESOURCE;	/* dormant: EBUSY */
+	} else if (!bio_sectors(bio)) {
+		bio->bi_status = BLK_STS_OK;
+	} else {
+		spin_lock(&s->lock);
+		bio_list_add(&s->reads, bio);
+		spin_unlock(&s->lock);
+		wake_up(&s->rd_wq);
+		return;
+	}
+	bio_endio(bio);
+}
+
+#if DBD_NEW_BLOCK_API
+static int dbd_snap_open(struct gendisk *disk, blk_mode_t mode)
+{
+	struct dbd_dev *dev = disk->private_data;
+
+	atomic_inc(&dev->refs);
+	return 0;
+}
+
+static void dbd_snap_release(struct gendisk *disk)
+{
+	struct dbd_dev *dev = disk->private_data;
+
+	atomic_dec(&dev->refs);
+}
+#else
+static int dbd_snap_open(struct block_device *bdev, fmode_t mode)
+{
+	struct dbd_dev *dev = bdev->bd_disk->private_data;
+
+	atomic_inc(&dev->refs);
+	return 0;
+}
+
+static void dbd_snap_release(struct gendisk *disk, fmode_t mode)
+{
+	struct dbd_dev *dev = disk->private_data;
+
+	atomic_dec(&dev->refs);
+}
+#endif
+
+static const struct block_device_operations dbd_snap_fops = {
+	.owner = THIS_MODULE,
+	.submit_bio = dbd_snap_submit_bio,
+	.open = dbd_snap_open,
+	.release = dbd_snap_release,
+};
+
+int dbd_snap_disk_add(struct dbd_dev *dev)
+{
+	struct gendisk *disk;
+	int ret;
+
+	disk = dbd_alloc_disk(dev->base.bdev);
+	if (IS_ERR(disk))
+		return PTR_ERR(disk);
+	disk->major = dbd_major;
+	disk->first_minor = dev->minor;
+	disk->minors = 1;
+	disk->flags |= GENHD_FL_NO_PART;
+	disk->fops = &dbd_snap_fops;
+	disk->private_data = dev;
+	snprintf(disk->disk_name, DISK_NAME_LEN, "datto%u", dev->minor);
+	set_capacity(disk, dev->size);
+	set_disk_ro(disk, true);
+	ret = add_disk(disk);
+	if (ret) {
+		put_disk(disk);
+		return ret;
+	}
+	dev->disk = disk;
+	return 0;
+}
+
+void dbd_snap_disk_del(struct dbd_dev *dev)
+{
+	if (!dev->disk)
+		return;
+	del_gendisk(dev->disk);
+	put_disk(dev->disk);
+	dev->disk = NULL;
+}
