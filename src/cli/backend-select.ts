@@ -24,14 +24,9 @@ export function backendName(option: string | undefined, env: NodeJS.ProcessEnv):
   return v;
 }
 
-interface EmulatorModule {
-  Emulator: new () => { backend(): Backend };
-}
-
 export async function createBackend(name: BackendName): Promise<Backend> {
   if (name === 'kernel') return kernelBackend();
-  // Resolved at run time so the CLI builds and runs without the emulator sources.
-  const spec = '../../emulator/index.js';
-  const m = (await import(spec)) as EmulatorModule;
-  return new m.Emulator().backend();
+  // Loaded only when asked for, so the kernel path never pulls in the emulator.
+  const { Emulator } = await import('../../emulator/index.js');
+  return new Emulator().backend();
 }
