@@ -1,0 +1,191 @@
+// SPDX-License-Identifier: GPL-2.0-only
+// dbdctl and update-img on the real module: the dattobd README backup cycle
+// (setup-snapshot, full copy, transition-to-incremental, writes,
+// transition-to-snapshot, update-img, verify, delete the old COW file,
+// destroy) on ext4 and xfs, driven only through the two tools; plus their
+// error reporting against the kernel. dbdctl/update-img run in-process
+// (their main()), except one spawn of each real entry point.
+import assert from 'node:assert/strict';
+import { closeSync, existsSync, openSync } from 'node:fs';
+import { join } from 'node:path';
+import type { VmContext } from '../guest/api.js';
+import { main as dbdctlMain } from '../../../src/cli/dbdctl-main.js';
+import { main as updateImgMain } from '../../../src/cli/update-img-main.js';
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+async function capture(f: (o: { stdout: (s: string) => void; stderr: (s: string) => void }) => Promise<number>): Promise<Run> {
+  let stdout = '';
+  let stderr = '';
+  const code = await f({ stdout: (s) => (stdout += s), stderr: (s) => (stderr += s) });
+  return { code, stdout, stderr };
+}
+
+function dbdctl(t: VmContext, ...argv: string[]): Promise<Run> {
+  return capture(async (o) => {
+    const r = await dbdctlMain(argv, { env: { ...process.env, DBDCTL_BACKEND: 'kernel' }, ...o });
+    t.log(`$ dbdctl ${argv.join(' ')} -> ${r}`);
+    return r;
+  });
+}
+
+function updateImg(t: VmContext, ...argv: string[]): Promise<Run> {
+  return capture(async (o) => {
+    const r = await updateImgMain(argv, { env: { ...process.env, DBDCTL_BACKEND: 'kernel' }, stderrIsTTY: false, ...o });
+    t.log(`$ update-img ${argv.join(' ')} -> ${r}`);
+    return r;
+  });
+}
+
+async function ok(t: VmContext, ...argv: string[]): Promise<string> {
+  const r = await dbdctl(t, ...argv);
+  assert.equal(r.code, 0, `dbdctl ${argv.join(' ')} failed (${r.code}):\n${r.stderr}${r.stdout}`);
+  return r.stdout;
+}
+
+async function info(t: VmContext, minor: number): Promise<Record<string, unknown>> {
+  return JSON.parse(await ok(t, '--json', 'info', String(minor))) as Record<string, unknown>;
+}
+
+function requireBinding(t: VmContext): void {
+  const p = process.env['DATTOBD_NATIVE'];
+  if (!p || !existsSync(p)) t.skip(`the ioctl binding is not built (${p ?? 'DATTOBD_NATIVE unset'}): run \`npm run build:native\` on the host`);
+  if (!t.config.moduleKo) t.skip(`dattobd.ko did not build: ${t.config.moduleError ?? 'unknown'}`);
+}
+
+async function backupCycle(t: VmContext, fs: 'ext4' | 'xfs'): Promise<void> {
+  requireBinding(t);
+  t.loadModule();
+  const [vol, spare] = t.disks as [string, string];
+  t.mkfs(fs, vol);
+  t.mkfs('ext4', spare);
+  const mnt = t.mount(vol);
+  const bk = t.mount(spare);
+  const img = join(bk, 'full.img');
+  t.sh(`dd if=/dev/urandom of=${mnt}/a bs=1M count=24 status=none && mkdir ${mnt}/d && echo one > ${mnt}/d/f && sync`);
+
+  // 1. snapshot + full backup
+  await ok(t, 'setup-snapshot', '-f', '64', vol, `${mnt}/.datto`, '0');
+  assert.deepEqual(await ok(t, 'get-free-minor'), '1\n');
+  let i = await info(t, 0);
+  assert.equal(i['state'], 3);
+  assert.equal(i['block_device'], vol);
+  assert.equal(i['cow_file'], '/.datto');
+  assert.equal(i['seq_id'], 1);
+  // writes after the snapshot point must not show in the snapshot
+  t.sh(`dd if=/dev/zero of=${mnt}/a bs=1M count=2 seek=3 conv=notrunc status=none && echo two > ${mnt}/d/f && sync`);
+  t.sh(`dd if=/dev/datto0 of=${img} bs=1M conv=sparse status=none`);
+  const table = await ok(t, 'info');
+  assert.match(table, /^MINOR +STATE +BLOCK DEVICE/);
+  assert.match(table, new RegExp(`^0 +active snapshot +${vol} +/\\.datto `, 'm'));
+
+  // 2. incremental tracking
+  await ok(t, 'transition-to-incremental', '0');
+  i = await info(t, 0);
+  assert.equal(i['state'], 2);
+  assert.equal(existsSync('/dev/datto0'), false, '/dev/datto0 still exists in incremental mode');
+  t.sh(
+    `dd if=/dev/urandom of=${mnt}/b bs=1M count=8 status=none && ` +
+      `dd if=/dev/urandom of=${mnt}/a bs=4k count=37 seek=1001 conv=notrunc status=none && echo three > ${mnt}/d/f && sync`,
+  );
+
+  // 3. next snapshot, then bring the image up to date
+  await ok(t, 'transition-to-snapshot', '-f', '64', `${mnt}/.datto2`, '0');
+  i = await info(t, 0);
+  assert.equal(i['state'], 3);
+  assert.equal(i['seq_id'], 2);
+  assert.equal(i['cow_file'], '/.datto2');
+
+  // validation against the kernel: the in-use COW file is refused, the image untouched
+  const before = t.sh(`sha256sum ${img} | cut -d' ' -f1`).stdout.trim();
+  const bad = await updateImg(t, '/dev/datto0', `${mnt}/.datto2`, img);
+  assert.equal(bad.code, 3, `update-img with the current COW file: ${bad.stderr}`);
+  assert.match(bad.stderr, /the image was not modified/);
+  assert.equal(t.sh(`sha256sum ${img} | cut -d' ' -f1`).stdout.trim(), before);
+
+  const u = await updateImg(t, '/dev/datto0', `${mnt}/.datto`, img);
+  t.log(u.stdout, u.stderr);
+  assert.equal(u.code, 0, `update-img failed:\n${u.stderr}`);
+  assert.match(u.stdout, /copying complete: \d+ blocks changed, 0 errors/);
+  const changed = Number(/copying complete: (\d+) blocks/.exec(u.stdout)?.[1]);
+  assert.ok(changed >= 8 * 256 + 37, `only ${changed} blocks marked changed; at least ${8 * 256 + 37} were written`);
+  t.sh(`cmp /dev/datto0 ${img}`);
+
+  // the image is a consistent filesystem with the second snapshot's contents
+  const check = fs === 'ext4' ? `e2fsck -fn ${img}` : `xfs_repair -n -f ${img}`;
+  t.sh(check);
+  t.modprobe('loop');
+  const view = t.mount(img, { options: fs === 'xfs' ? 'ro,loop,norecovery,nouuid' : 'ro,loop,noload' });
+  assert.equal(t.sh(`cat ${view}/d/f`).stdout, 'three\n');
+  t.sh(`cmp ${view}/b ${mnt}/b`);
+  t.umount(view);
+
+  // 4. the old COW file may now be deleted; destroy ends the series
+  t.sh(`rm ${mnt}/.datto`);
+  await ok(t, 'destroy', '0');
+  assert.deepEqual(JSON.parse(await ok(t, '--json', 'info')), { version: '0.12.1', devices: [] });
+  assert.equal(existsSync(`${mnt}/.datto2`), false, 'destroy of an active snapshot deletes its COW file');
+}
+
+export async function cliBackupCycleExt4(t: VmContext): Promise<void> {
+  await backupCycle(t, 'ext4');
+}
+
+export async function cliBackupCycleXfs(t: VmContext): Promise<void> {
+  await backupCycle(t, 'xfs');
+}
+
+export async function cliReportsKernelErrors(t: VmContext): Promise<void> {
+  requireBinding(t);
+  // module not loaded: exit 3 with advice, no ioctl attempted
+  const nl = await dbdctl(t, 'get-free-minor');
+  assert.equal(nl.code, 3);
+  assert.match(nl.stderr, /module does not appear to be loaded[\s\S]*modprobe dattobd/);
+
+  t.loadModule();
+  const [vol] = t.disks as [string];
+  t.mkfs('ext4', vol);
+  const e1 = await dbdctl(t, 'setup-snapshot', vol, '/tmp/x.datto', '0');
+  assert.equal(e1.code, 1);
+  assert.match(e1.stderr, /^dbdctl: setup-snapshot failed: EINVAL \(Invalid argument\)\n.* is not mounted read-write/);
+
+  const mnt = t.mount(vol);
+  await ok(t, 'setup-snapshot', '-f', '32', vol, `${mnt}/.datto`, '3');
+  const busy = await dbdctl(t, 'setup-snapshot', vol, `${mnt}/.other`, '3');
+  assert.equal(busy.code, 1);
+  assert.match(busy.stderr, /EBUSY/);
+
+  const fd = openSync('/dev/datto3', 'r');
+  try {
+    const e2 = await dbdctl(t, '--json', 'transition-to-incremental', '3');
+    assert.equal(e2.code, 1);
+    const doc = JSON.parse(e2.stdout) as { error: { code: string; explanation: string } };
+    assert.equal(doc.error.code, 'EBUSY');
+    assert.equal(doc.error.explanation, '/dev/datto3 is still open or mounted: unmount it and stop every program reading it, then retry');
+  } finally {
+    closeSync(fd);
+  }
+  const e3 = await dbdctl(t, 'transition-to-snapshot', `${mnt}/.d2`, '3');
+  assert.equal(e3.code, 1);
+  assert.match(e3.stderr, /EINVAL[\s\S]*not in active incremental mode/);
+  const e4 = await dbdctl(t, 'destroy', '4');
+  assert.equal(e4.code, 1);
+  assert.match(e4.stderr, /ENOENT \(No such file or directory\)\nno dattobd device is set up on minor 4/);
+  const e5 = await dbdctl(t, 'info', '100');
+  assert.equal(e5.code, 1);
+  assert.match(e5.stderr, /EINVAL/);
+  const usage = await dbdctl(t, 'destroy', 'x');
+  assert.equal(usage.code, 2);
+  await ok(t, 'destroy', '3');
+
+  // the real entry points, as a user runs them
+  const v = t.run(['node', '--import', 'tsx', 'src/cli/dbdctl.ts', '--json', 'get-free-minor'], { cwd: t.repo });
+  assert.deepEqual(JSON.parse(v.stdout), { minor: 0 });
+  const w = t.run(['node', '--import', 'tsx', 'src/cli/update-img.ts', '/dev/null', '/dev/null', '/dev/null'], { cwd: t.repo, allowFail: true });
+  assert.equal(w.code, 3, w.stderr);
+  assert.match(w.stderr, /does not appear to be a dattobd snapshot device/);
+}
