@@ -13,7 +13,7 @@ export interface KernelProblem {
 // Order matters: the first pattern that matches a line names its kind.
 const PATTERNS: ReadonlyArray<readonly [string, RegExp]> = [
   ['panic', /Kernel panic - not syncing/],
-  ['oops', /\bOops\b|general protection fault|unable to handle (kernel|page)/i],
+  ['oops', /\bOops:|general protection fault|BUG: unable to handle|Unable to handle kernel/],
   ['BUG', /\bBUG:|kernel BUG at|\bBUG\b.*\bbad page\b/],
   ['WARNING', /\bWARNING:|------------\[ cut here \]------------/],
   ['scheduling while atomic', /scheduling while atomic|sleeping function called from invalid context/],
@@ -25,6 +25,8 @@ const PATTERNS: ReadonlyArray<readonly [string, RegExp]> = [
 
 /** Strip a dmesg/kmsg line to its message for matching. */
 function classify(line: string): string | null {
+  // the kernel echoes its command line (which may say oops=panic, panic_on_warn=1)
+  if (/\b(Kernel c|C)ommand line: /.test(line)) return null;
   for (const [kind, re] of PATTERNS) if (re.test(line)) return kind;
   return null;
 }

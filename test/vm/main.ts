@@ -1,0 +1,343 @@
+// SPDX-License-Identifier: GPL-2.0-only
+// VM suite (npm run test:vm): prepares the Debian kernels, builds kernel/
+// against each (warnings are errors), boots each kernel under QEMU/TCG with
+// the host's root shared read-only, runs test/vm/tests/*.vm.ts in the guest,
+// checks the guest's kernel log, runs the harness self-test (a module with
+// WARN_ON must be reported), prints per-test results and writes --json.
+// See test/vm/README.md for the environment variables.
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { GuestConfig } from './guest/api.js';
+import type { CaseResult } from './guest/runner.js';
+import { buildDattobd, buildFixture, buildIoctlTool, type BuildResult } from './lib/build.js';
+import { bundleGuest } from './lib/bundle.js';
+import { buildInitramfs } from './lib/initramfs.js';
+import { HarnessError, prepareKernels, selectedKernelNames, type KernelInfo } from './lib/kernels.js';
+import { formatProblems, scanKernelLog } from './lib/logscan.js';
+import { REPO, vmDir } from './lib/paths.js';
+import { bootGuest, parseSize, type BootResult } from './lib/qemu.js';
+import { discoverTests, filterTests, type TestFile } from './lib/suite.js';
+
+interface Result {
+  kernel: string;
+  name: string;
+  status: 'passed' | 'failed' | 'skipped';
+  ms: number;
+  error?: string;
+}
+
+const env = process.env;
+const num = (v: string | undefined, d: number): number => (v && Number.isFinite(Number(v)) ? Number(v) : d);
+const opts = {
+  json: argValue('--json'),
+  jobs: Math.max(1, num(env.DBD_VM_JOBS, 2)),
+  smp: Math.max(1, num(env.DBD_VM_SMP, 2)),
+  memMiB: num(env.DBD_VM_MEM, 1024),
+  disks: (env.DBD_VM_DISKS ?? '1G,1G').split(',').map(parseSize),
+  timeoutS: env.DBD_VM_TIMEOUT ? Number(env.DBD_VM_TIMEOUT) : null,
+  caseTimeoutS: num(env.DBD_VM_CASE_TIMEOUT, 120),
+  commandTimeoutS: num(env.DBD_VM_CMD_TIMEOUT, 60),
+  selftest: env.DBD_VM_SELFTEST !== '0',
+  keep: env.DBD_VM_KEEP === '1',
+  verbose: env.DBD_VM_VERBOSE === '1',
+  shell: env.DBD_VM_SHELL,
+};
+
+function argValue(flag: string): string | undefined {
+  const i = process.argv.indexOf(flag);
+  return i >= 0 ? process.argv[i + 1] : undefined;
+}
+
+const results: Result[] = [];
+const bootTimes: Array<{ kernel: string; kver: string; boot: string; seconds: number }> = [];
+const log = (s: string): void => console.log(s);
+
+function record(r: Result): void {
+  results.push(r);
+  const tag = r.status === 'passed' ? 'PASS' : r.status === 'failed' ? 'FAIL' : 'SKIP';
+  log(`${tag} [${r.kernel}] ${r.name} (${(r.ms / 1000).toFixed(1)} s)`);
+  if (r.status !== 'passed' && r.error) log(indent(r.error));
+}
+
+function indent(s: string): string {
+  return s
+    .trimEnd()
+    .split('\n')
+    .map((l) => `    ${l}`)
+    .join('\n');
+}
+
+function newRunDir(kernel: KernelInfo, label: string): string {
+  const dir = join(vmDir(), 'runs', `${kernel.name}-${label}-${process.pid}`);
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  return dir;
+}
+
+interface KernelBuild {
+  kernel: KernelInfo;
+  dattobd: BuildResult;
+  hello: BuildResult;
+  broken: BuildResult;
+  initramfs: string;
+}
+
+function guestConfig(kb: KernelBuild, runDir: string, tests: TestFile[], tool: string | null): GuestConfig {
+  return {
+    kernel: { name: kb.kernel.name, kver: kb.kernel.kver },
+    repo: REPO,
+    vmDir: vmDir(),
+    runDir,
+    moduleKo: kb.dattobd.ko,
+    moduleError: kb.dattobd.ok ? null : kb.dattobd.output.split('\n').filter((l) => /error|Error|\*\*\*/.test(l)).slice(0, 6).join('\n'),
+    fixtures: { hello: kb.hello.ko, broken: kb.broken.ko },
+    ioctlTool: tool,
+    disks: opts.disks.map((size, i) => ({ dev: `/dev/vd${String.fromCharCode(97 + i)}`, size })),
+    tests,
+    commandTimeoutMs: opts.commandTimeoutS * 1000,
+    caseTimeoutMs: opts.caseTimeoutS * 1000,
+  };
+}
+
+function runnerScript(configPath: string, bundle: string | null): string {
+  const native = join(REPO, 'src', 'native', 'build', 'Release', 'dattobd_native.node');
+  const run = bundle
+    ? `node --enable-source-maps ${JSON.stringify(bundle)}`
+    : 'node --import tsx test/vm/guest/runner.ts';
+  return [
+    '#!/bin/sh',
+    `cd ${JSON.stringify(REPO)} || exit 250`,
+    `export DATTOBD_NATIVE=${JSON.stringify(native)}`,
+    `exec ${run} ${JSON.stringify(configPath)}`,
+    '',
+  ].join('\n');
+}
+
+/** Boot one kernel with a set of tests; returns per-case results plus boot checks. */
+async function runSuite(
+  kb: KernelBuild,
+  label: string,
+  tests: TestFile[],
+  tool: string | null,
+): Promise<{ cases: CaseResult[]; boot: BootResult; problems: ReturnType<typeof scanKernelLog>; bootError: string | null }> {
+  const runDir = newRunDir(kb.kernel, label);
+  const cfgPath = join(runDir, 'config.json');
+  writeFileSync(cfgPath, JSON.stringify(guestConfig(kb, runDir, tests, tool), null, 2));
+  const bundle = env.DBD_VM_TSX === '1' ? null : await bundleGuest(tests, label);
+  writeFileSync(join(runDir, 'guest.sh'), runnerScript(cfgPath, bundle), { mode: 0o755 });
+  const nCases = tests.reduce((a, t) => a + t.cases.length, 0);
+  const timeoutMs = (opts.timeoutS ?? 60 + 60 * nCases) * 1000;
+  const boot = await bootGuest({
+    kernel: kb.kernel,
+    initramfs: kb.initramfs,
+    runDir,
+    disks: opts.disks.map((size) => ({ size })),
+    timeoutMs,
+    smp: opts.smp,
+    memMiB: opts.memMiB,
+    onSerial: opts.verbose ? (s) => process.stdout.write(s) : undefined,
+  });
+  bootTimes.push({ kernel: kb.kernel.name, kver: kb.kernel.kver, boot: label, seconds: boot.seconds });
+  log(`boot [${kb.kernel.name}] ${label}: ${boot.seconds.toFixed(1)} s (QEMU start to power-off), payload exit ${boot.exitCode ?? 'none'}`);
+  const resFile = join(runDir, 'results.jsonl');
+  const cases: CaseResult[] = existsSync(resFile)
+    ? readFileSync(resFile, 'utf8')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as CaseResult)
+    : [];
+  // problems anywhere in the full dmesg, or on the serial console if the guest died
+  const problems = scanKernelLog(boot.dmesg || boot.serial);
+  let bootError: string | null = null;
+  if (boot.timedOut) bootError = `guest timed out after ${timeoutMs / 1000} s (host-side timeout; DBD_VM_TIMEOUT overrides)`;
+  else if (boot.exitCode === null) bootError = `guest ended without reporting the payload's exit status (QEMU exit ${boot.qemuExit})`;
+  else if (boot.exitCode >= 250) bootError = `guest setup failed (exit ${boot.exitCode})`;
+  else if (!boot.dmesg) bootError = 'guest did not write its dmesg';
+  if (bootError) {
+    const tailSerial = boot.serial.trimEnd().split('\n').slice(-40).join('\n');
+    bootError += `\nlast serial console lines (${join(runDir, 'serial.log')}):\n${tailSerial}`;
+  }
+  if (bundle) rmSync(bundle, { force: true });
+  if (!opts.keep && !bootError && !problems.length && cases.every((c) => c.status !== 'failed')) {
+    rmSync(runDir, { recursive: true, force: true });
+  } else {
+    for (const f of ['disk0.img', 'disk1.img', 'disk2.img', 'disk3.img']) rmSync(join(runDir, f), { force: true });
+    log(`  run directory kept: ${runDir}`);
+  }
+  return { cases, boot, problems, bootError };
+}
+
+function caseError(c: CaseResult): string {
+  let s = c.error ?? '';
+  if (c.log?.length) s += `\n-- case log (last ${c.log.length} lines):\n${c.log.join('\n')}`;
+  return s;
+}
+
+async function mainSuite(kb: KernelBuild, tests: TestFile[], tool: string | null): Promise<void> {
+  const k = kb.kernel.name;
+  const t0 = Date.now();
+  const { cases, problems, bootError } = await runSuite(kb, 'suite', tests, tool);
+  const got = new Map(cases.map((c) => [`${c.file}:${c.name}`, c]));
+  for (const t of tests) {
+    for (const name of t.cases) {
+      const c = got.get(`${t.file}:${name}`);
+      if (!c) {
+        record({ kernel: k, name: `${t.file}:${name}`, status: 'failed', ms: 0, error: `not run: ${bootError ? 'the guest failed' : 'no result from the guest'}` });
+      } else {
+        const r: Result = { kernel: k, name: `${t.file}:${name}`, status: c.status, ms: c.ms };
+        if (c.status !== 'passed') r.error = caseError(c);
+        record(r);
+      }
+    }
+  }
+  const clean: Result = { kernel: k, name: 'guest boot and kernel log clean', status: 'passed', ms: Date.now() - t0 };
+  const errs: string[] = [];
+  if (bootError) errs.push(bootError);
+  if (problems.length) errs.push(`kernel log problems in the guest's dmesg:\n${formatProblems(problems)}`);
+  if (errs.length) {
+    clean.status = 'failed';
+    clean.error = errs.join('\n');
+  }
+  record(clean);
+}
+
+/**
+ * Harness self-test: boot with a module whose init hits WARN_ON(1). The
+ * harness must report that case as failed and show the WARNING excerpt;
+ * the self-test passes exactly when it does.
+ */
+async function selfTest(kb: KernelBuild, tool: string | null): Promise<void> {
+  const k = kb.kernel.name;
+  const t0 = Date.now();
+  const name = 'harness self-test: WARN_ON module is reported with its dmesg excerpt';
+  if (!kb.broken.ok) {
+    record({ kernel: k, name, status: 'failed', ms: 0, error: `broken-module fixture did not build:\n${kb.broken.output}` });
+    return;
+  }
+  const tests = [{ file: 'test/vm/selftest/broken-module.vm.ts', cases: ['loadBrokenModule'] }];
+  const { cases, problems, bootError } = await runSuite(kb, 'selftest', tests, tool);
+  const c = cases[0];
+  const why: string[] = [];
+  if (bootError) why.push(`the self-test boot itself failed: ${bootError}`);
+  if (!c) why.push('no case result from the guest');
+  else {
+    if (c.status !== 'failed') why.push(`the case was reported ${c.status}, expected failed`);
+    if (!/WARNING/.test(c.error ?? '') || !/broken/.test(c.error ?? '')) {
+      why.push(`the case error lacks the WARNING excerpt naming the module:\n${c.error ?? '(none)'}`);
+    }
+  }
+  if (!problems.some((p) => p.kind === 'WARNING')) why.push('the full-dmesg scan found no WARNING');
+  if (why.length) record({ kernel: k, name, status: 'failed', ms: Date.now() - t0, error: why.join('\n') });
+  else {
+    record({ kernel: k, name, status: 'passed', ms: Date.now() - t0 });
+    if (opts.verbose && c) log(indent(`reported as expected:\n${c.error ?? ''}`));
+  }
+}
+
+async function shellMode(kb: KernelBuild, tool: string | null, cmd: string): Promise<number> {
+  const runDir = newRunDir(kb.kernel, 'shell');
+  const interactive = cmd === '1';
+  const envs = [
+    `export DBD_KO=${JSON.stringify(kb.dattobd.ko ?? '')}`,
+    `export DBD_IOCTL=${JSON.stringify(tool ?? '')}`,
+    `export DBD_HELLO_KO=${JSON.stringify(kb.hello.ko ?? '')}`,
+    `export DBD_BROKEN_KO=${JSON.stringify(kb.broken.ko ?? '')}`,
+  ];
+  const body = interactive
+    ? ['echo "dbd-vm shell: dattobd.ko is $DBD_KO, ioctl tool $DBD_IOCTL; exit to power off"', 'setsid -c /bin/bash -i </dev/ttyS0 >/dev/ttyS0 2>&1']
+    : [cmd];
+  writeFileSync(join(runDir, 'guest.sh'), ['#!/bin/sh', `cd ${JSON.stringify(REPO)}`, ...envs, ...body, ''].join('\n'), { mode: 0o755 });
+  const boot = await bootGuest({
+    kernel: kb.kernel,
+    initramfs: kb.initramfs,
+    runDir,
+    disks: opts.disks.map((size) => ({ size })),
+    timeoutMs: (opts.timeoutS ?? (interactive ? 3600 : 300)) * 1000,
+    smp: opts.smp,
+    memMiB: opts.memMiB,
+    interactive,
+    onSerial: interactive ? undefined : (s) => process.stdout.write(s),
+  });
+  log(`\nshell [${kb.kernel.name}]: exit ${boot.exitCode ?? 'none'}${boot.timedOut ? ' (timed out)' : ''} after ${boot.seconds.toFixed(1)} s; dmesg: ${join(runDir, 'dmesg.txt')}`);
+  const problems = scanKernelLog(boot.dmesg || boot.serial);
+  if (problems.length) log(`kernel log problems:\n${formatProblems(problems)}`);
+  return boot.exitCode ?? 1;
+}
+
+async function pool<T>(items: readonly T[], n: number, fn: (x: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const workers = Array.from({ length: Math.min(n, items.length) }, async () => {
+    while (next < items.length) {
+      const item = items[next++] as T;
+      await fn(item);
+    }
+  });
+  await Promise.all(workers);
+}
+
+function writeJson(extra: Record<string, unknown> = {}): void {
+  const count = (s: Result['status']): number => results.filter((r) => r.status === s).length;
+  const summary = { passed: count('passed'), failed: count('failed'), skipped: count('skipped') };
+  if (opts.json) {
+    writeFileSync(opts.json, JSON.stringify({ ...summary, boots: bootTimes, results, ...extra }, null, 2));
+  }
+  log(`\nVM suite: ${summary.passed} passed, ${summary.failed} failed, ${summary.skipped} skipped`);
+  process.exitCode = summary.failed === 0 && summary.passed > 0 ? 0 : 1;
+}
+
+async function main(): Promise<void> {
+  const t0 = Date.now();
+  const names = selectedKernelNames();
+  const kernels = prepareKernels(names, log);
+
+  const tool = buildIoctlTool();
+  if (!tool.ok) record({ kernel: 'host', name: 'build dbd-ioctl tool', status: 'failed', ms: 0, error: tool.output });
+
+  const builds: KernelBuild[] = [];
+  for (const k of kernels) {
+    const dattobd = buildDattobd(k);
+    record({
+      kernel: k.name,
+      name: 'build kernel/ → dattobd.ko (KCFLAGS=-Werror)',
+      status: dattobd.ok ? 'passed' : 'failed',
+      ms: dattobd.seconds * 1000,
+      ...(dattobd.ok ? {} : { error: dattobd.output }),
+    });
+    const hello = buildFixture(k, 'hello-module');
+    const broken = buildFixture(k, 'broken-module');
+    if (!hello.ok) record({ kernel: k.name, name: 'build fixture hello-module', status: 'failed', ms: 0, error: hello.output });
+    builds.push({ kernel: k, dattobd, hello, broken, initramfs: buildInitramfs(k) });
+  }
+  log(`builds ready after ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+
+  if (opts.shell) {
+    const first = builds[0];
+    if (!first) throw new HarnessError('no kernel selected', 'set DBD_VM_KERNELS');
+    process.exitCode = await shellMode(first, tool.ko, opts.shell);
+    return;
+  }
+
+  const all = await discoverTests();
+  const tests = filterTests(all, env.DBD_VM_TESTS);
+  if (!tests.length) {
+    record({ kernel: 'host', name: 'select VM tests', status: 'failed', ms: 0, error: `no VM test matches DBD_VM_TESTS=${env.DBD_VM_TESTS ?? ''}` });
+  }
+  const jobs: Array<() => Promise<void>> = [];
+  for (const kb of builds) if (tests.length) jobs.push(() => mainSuite(kb, tests, tool.ko));
+  for (const kb of builds) {
+    if (opts.selftest) jobs.push(() => selfTest(kb, tool.ko));
+    else record({ kernel: kb.kernel.name, name: 'harness self-test', status: 'skipped', ms: 0, error: 'DBD_VM_SELFTEST=0' });
+  }
+  await pool(jobs, opts.jobs, (j) => j());
+  log(`\nboot times: ${bootTimes.map((b) => `${b.kernel}/${b.boot} ${b.seconds.toFixed(1)} s`).join(', ')}`);
+  log(`VM suite wall time: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  writeJson({ seconds: (Date.now() - t0) / 1000 });
+}
+
+try {
+  await main();
+} catch (e) {
+  const msg = e instanceof Error ? e.message : String(e);
+  record({ kernel: 'host', name: 'VM harness', status: 'failed', ms: 0, error: msg });
+  writeJson();
+}
