@@ -6,7 +6,7 @@
 // error reporting against the kernel. dbdctl/update-img run in-process
 // (their main()), except one spawn of each real entry point.
 import assert from 'node:assert/strict';
-import { closeSync, existsSync, openSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 import type { VmContext } from '../guest/api.js';
 import { main as dbdctlMain } from '../../../src/cli/dbdctl-main.js';
@@ -127,7 +127,24 @@ async function backupCycle(t: VmContext, fs: 'ext4' | 'xfs'): Promise<void> {
   assert.match(u.stdout, /copying complete: \d+ blocks changed, 0 errors/);
   const changed = Number(/copying complete: (\d+) blocks/.exec(u.stdout)?.[1]);
   assert.ok(changed >= 4 * 256 + 37, `only ${changed} blocks marked changed; at least ${4 * 256 + 37} were written`);
-  t.sh(`cmp /dev/datto0 ${img}`);
+  const same = t.sh(`cmp /dev/datto0 ${img}`, { allowFail: true });
+  if (same.code !== 0) {
+    // Which blocks differ, and did the old COW file mark them as changed?
+    const blocks = t
+      .sh(`cmp -l /dev/datto0 ${img} | awk '{print int(($1-1)/4096)}' | uniq | head -8`, { allowFail: true })
+      .stdout.trim()
+      .split('\n')
+      .filter(Boolean)
+      .map(Number);
+    const fd = openSync(`${mnt}/.datto`, 'r');
+    const entries = blocks.map((b) => {
+      const e = Buffer.alloc(8);
+      readSync(fd, e, 0, 8, 4096 + 8 * b);
+      return `block ${b}: index entry ${e.readBigUInt64LE(0)}`;
+    });
+    closeSync(fd);
+    assert.fail(`image differs from /dev/datto0 after update-img: ${same.stdout.trim()}\n${entries.join('\n')}`);
+  }
 
   // the image is a consistent filesystem with the second snapshot's contents
   const check = fs === 'ext4' ? `e2fsck -fn ${img}` : `xfs_repair -n -f ${img}`;
