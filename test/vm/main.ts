@@ -41,6 +41,7 @@ const opts = {
   keep: env.DBD_VM_KEEP === '1',
   verbose: env.DBD_VM_VERBOSE === '1',
   shell: env.DBD_VM_SHELL,
+  hungTaskSecs: num(env.DBD_VM_HUNG_TASK, 30),
 };
 
 function argValue(flag: string): string | undefined {
@@ -135,6 +136,7 @@ async function runSuite(
     timeoutMs,
     smp: opts.smp,
     memMiB: opts.memMiB,
+    hungTaskSecs: opts.hungTaskSecs,
     onSerial: opts.verbose ? (s) => process.stdout.write(s) : undefined,
   });
   bootTimes.push({ kernel: kb.kernel.name, kver: kb.kernel.kver, boot: label, seconds: boot.seconds });
@@ -255,6 +257,7 @@ async function shellMode(kb: KernelBuild, tool: string | null, cmd: string): Pro
     timeoutMs: (opts.timeoutS ?? (interactive ? 3600 : 300)) * 1000,
     smp: opts.smp,
     memMiB: opts.memMiB,
+    hungTaskSecs: opts.hungTaskSecs,
     interactive,
     onSerial: interactive ? undefined : (s) => process.stdout.write(s),
   });
@@ -298,7 +301,7 @@ async function main(): Promise<void> {
     const dattobd = buildDattobd(k);
     record({
       kernel: k.name,
-      name: 'build kernel/ → dattobd.ko (KCFLAGS=-Werror)',
+      name: `build kernel/ → dattobd.ko (KCFLAGS=-Werror)${dattobd.cached ? ', unchanged sources: cached' : ''}`,
       status: dattobd.ok ? 'passed' : 'failed',
       ms: dattobd.seconds * 1000,
       ...(dattobd.ok ? {} : { error: dattobd.output }),

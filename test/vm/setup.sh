@@ -15,6 +15,9 @@ export DEBIAN_FRONTEND=noninteractive
 VM_DIR="${DBD_VM_DIR:-${TMPDIR:-/tmp}/dattobd-vm}"
 KERNELS="${DBD_VM_KERNELS:-6.1,6.12,6.12-rt}"
 mkdir -p "$VM_DIR/kernels" "$VM_DIR/debs"
+# one setup at a time per cache directory (several test runs may share it)
+exec 9>"$VM_DIR/.setup.lock"
+flock 9
 
 die() { echo "vm-setup: ERROR: $*" >&2; exit 1; }
 log() { echo "vm-setup: $*" >&2; }

@@ -60,7 +60,8 @@ mkdir -p /host/dev/pts /host/dev/shm 2>/dev/null
 mount -t devpts devpts /host/dev/pts
 mount -t tmpfs tmpfs /host/dev/shm
 mount -t debugfs debugfs /host/sys/kernel/debug 2>/dev/null
-echo 20 > /host/proc/sys/kernel/hung_task_timeout_secs 2>/dev/null
+HUNG="$(arg hung)"
+echo "${HUNG:-30}" > /host/proc/sys/kernel/hung_task_timeout_secs 2>/dev/null
 echo "dbd-vm: init: ready at $(cut -d' ' -f1 /host/proc/uptime)s"
 
 chroot /host /usr/bin/env -i PATH=/run/dbd-bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \

@@ -2,8 +2,9 @@
 // Build step: out-of-tree module builds per kernel (warnings are errors) in
 // private copies under $DBD_VM_DIR/build/<kernel>/, and the dbd-ioctl tool.
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { createHash } from 'node:crypto';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
 import type { KernelInfo } from './kernels.js';
 import { REPO, VM_TEST_DIR, vmDir } from './paths.js';
 
@@ -14,49 +15,90 @@ export interface BuildResult {
   seconds: number;
   /** compiler output (full on failure) */
   output: string;
+  /** an identical earlier build was reused */
+  cached: boolean;
 }
+
+/** Hash of every source file below dir (paths + contents), for the build cache. */
+function treeHash(dir: string, extra: string): string {
+  const h = createHash('sha256').update(extra);
+  const walk = (d: string): void => {
+    for (const e of readdirSync(d, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.isFile() && !BUILD_PRODUCT.test(p)) h.update(relative(dir, p)).update('\0').update(readFileSync(p)).update('\0');
+    }
+  };
+  walk(dir);
+  return h.digest('hex').slice(0, 16);
+}
+
+const BUILD_PRODUCT = /\.(o|ko|mod|mod\.c|cmd|a|order|symvers)$|\/\.tmp_versions|\/\.[^/]*\.cmd$/;
 
 /**
  * Build the module in `srcDir` (a directory with a Kbuild file) against one
- * kernel's headers. The source is copied to a private build directory so
- * parallel builds for different kernels never share object files.
+ * kernel's headers. The sources are copied to a private directory
+ * ($DBD_VM_DIR/build/<kernel>/<label>-<source hash>) so parallel builds, and
+ * other processes using the same $DBD_VM_DIR, never share or delete each
+ * other's objects. A finished build of identical sources is reused.
  */
 export function buildModule(k: KernelInfo, srcDir: string, label: string, koName: string): BuildResult {
   const t0 = Date.now();
-  const dir = join(vmDir(), 'build', k.name, label);
-  rmSync(dir, { recursive: true, force: true });
-  mkdirSync(dir, { recursive: true });
   if (!existsSync(srcDir)) {
-    return { ok: false, ko: null, seconds: 0, output: `source directory ${srcDir} does not exist` };
+    return { ok: false, ko: null, seconds: 0, output: `source directory ${srcDir} does not exist`, cached: false };
   }
-  // copy sources only (no stale objects from someone's in-tree build)
-  cpSync(srcDir, dir, {
-    recursive: true,
-    filter: (src) => !/\.(o|ko|mod|mod\.c|cmd|a)$|\/\.tmp_versions|Module\.symvers$|modules\.order$/.test(src),
-  });
+  const flags = ['KCFLAGS=-Werror'];
+  const hash = treeHash(srcDir, `${k.kver}\0${flags.join(' ')}`);
+  const base = join(vmDir(), 'build', k.name);
+  const dir = join(base, `${label}-${hash}`);
+  const ko = join(dir, koName);
+  if (existsSync(join(dir, '.ok')) && existsSync(ko)) {
+    return { ok: true, ko, seconds: (Date.now() - t0) / 1000, output: readFileSync(join(dir, '.ok'), 'utf8'), cached: true };
+  }
+  const tmp = `${dir}.tmp${process.pid}`;
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp, { recursive: true });
+  cpSync(srcDir, tmp, { recursive: true, filter: (src) => !BUILD_PRODUCT.test(src) });
   const r = spawnSync(
     'make',
-    ['-C', k.headers, `M=${dir}`, 'KCFLAGS=-Werror', `-j${process.env.DBD_VM_MAKE_JOBS ?? '2'}`, 'modules'],
+    ['-C', k.headers, `M=${tmp}`, ...flags, `-j${process.env.DBD_VM_MAKE_JOBS ?? '2'}`, 'modules'],
     { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 << 20 },
   );
   const output = `${r.stdout ?? ''}${r.stderr ?? ''}`;
-  const ko = join(dir, koName);
   const seconds = (Date.now() - t0) / 1000;
-  if (r.status !== 0 || !existsSync(ko)) {
-    return { ok: false, ko: null, seconds, output: output.trim() || `make exited ${r.status ?? r.signal}` };
+  let fail: string | null = null;
+  if (r.status !== 0 || !existsSync(join(tmp, koName))) fail = output.trim() || `make exited ${r.status ?? r.signal}`;
+  // -Werror covers the compiler; modpost and kbuild warnings are failures too
+  else if (/\bWARNING:|warning:/.test(r.stderr ?? '')) fail = `warnings are errors:\n${output.trim()}`;
+  if (fail) {
+    rmSync(tmp, { recursive: true, force: true });
+    return { ok: false, ko: null, seconds, output: fail, cached: false };
   }
-  // kbuild prints warnings on stderr even with -Werror only for non-fatal ones (e.g. modpost)
-  if (/\bWARNING:|warning:/.test(r.stderr ?? '')) {
-    return { ok: false, ko: null, seconds, output: `warnings are errors:\n${output.trim()}` };
+  writeFileSync(join(tmp, '.ok'), output);
+  try {
+    renameSync(tmp, dir);
+  } catch {
+    // another process finished the same build first: use its result
+    rmSync(tmp, { recursive: true, force: true });
   }
-  return { ok: true, ko, seconds, output };
+  pruneOld(base, label, dir);
+  return { ok: true, ko, seconds, output, cached: false };
+}
+
+/** Remove older builds of the same label (keep the newest few: other runs may use them). */
+function pruneOld(base: string, label: string, keep: string): void {
+  const olds = readdirSync(base)
+    .filter((n) => n.startsWith(`${label}-`) && !n.includes('.tmp') && join(base, n) !== keep)
+    .map((n) => ({ p: join(base, n), t: statSync(join(base, n)).mtimeMs }))
+    .sort((a, b) => b.t - a.t);
+  for (const o of olds.slice(3)) rmSync(o.p, { recursive: true, force: true });
 }
 
 /** The project's module: kernel/ → dattobd.ko. */
 export function buildDattobd(k: KernelInfo): BuildResult {
   const src = join(REPO, 'kernel');
   if (!existsSync(join(src, 'Kbuild')) && !existsSync(join(src, 'Makefile'))) {
-    return { ok: false, ko: null, seconds: 0, output: `kernel/Kbuild not found in ${src}: the module has not been written yet` };
+    return { ok: false, ko: null, seconds: 0, output: `kernel/Kbuild not found in ${src}: the module has not been written yet`, cached: false };
   }
   return buildModule(k, src, 'dattobd', 'dattobd.ko');
 }
@@ -76,11 +118,14 @@ export function buildIoctlTool(): BuildResult {
   const fresh =
     existsSync(out) &&
     statSync(out).mtimeMs > Math.max(statSync(src).mtimeMs, statSync(hdr).mtimeMs);
-  if (fresh) return { ok: true, ko: out, seconds: 0, output: '' };
-  const r = spawnSync('gcc', ['-O2', '-Wall', '-Wextra', '-Werror', '-o', out, src], {
+  if (fresh) return { ok: true, ko: out, seconds: 0, output: '', cached: true };
+  const tmp = `${out}.tmp${process.pid}`;
+  const r = spawnSync('gcc', ['-O2', '-Wall', '-Wextra', '-Werror', '-o', tmp, src], {
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const output = `${r.stdout ?? ''}${r.stderr ?? ''}`.trim();
-  return { ok: r.status === 0, ko: r.status === 0 ? out : null, seconds: (Date.now() - t0) / 1000, output };
+  if (r.status === 0) renameSync(tmp, out); // atomic: a running guest may be executing the old one
+  else rmSync(tmp, { force: true });
+  return { ok: r.status === 0, ko: r.status === 0 ? out : null, seconds: (Date.now() - t0) / 1000, output, cached: false };
 }

@@ -27,6 +27,8 @@ export interface BootOptions {
   /** stream the serial console to this callback as it arrives */
   onSerial?: (chunk: string) => void;
   extraCmdline?: string;
+  /** kernel.hung_task_timeout_secs in the guest (default 30) */
+  hungTaskSecs?: number;
 }
 
 export interface BootResult {
@@ -58,6 +60,7 @@ export function qemuArgs(o: BootOptions): string[] {
     'nokaslr',
     `dbd.rundir=${o.runDir}`,
     `dbd.vmdir=${vmDir()}`,
+    `dbd.hung=${o.hungTaskSecs ?? 30}`,
     o.extraCmdline ?? '',
   ].filter(Boolean).join(' ');
   const args = [
