@@ -1,0 +1,106 @@
+// SPDX-License-Identifier: GPL-2.0-only
+// fio in the guest (the host's fio over the shared root), JSON output parsed.
+import type { ChildProcess } from 'node:child_process';
+import type { VmContext } from '../../test/vm/guest/api.js';
+
+export interface FioJob {
+  filename: string;
+  rw: 'read' | 'write' | 'randread' | 'randwrite';
+  bs: string;
+  /** region of the file/device the job works in */
+  size: string;
+  offset?: string;
+  /** stop after this many bytes (size-based job); else after runtime seconds */
+  ioSize?: string;
+  runtimeS?: number;
+  direct?: boolean;
+  /** same seed → the same random offsets (rewrites hit the same blocks) */
+  randseed?: number;
+  ioengine?: string;
+  iodepth?: number;
+}
+
+export interface FioResult {
+  mibps: number;
+  iops: number;
+  bytes: number;
+  seconds: number;
+  /** mean completion latency, microseconds */
+  clatUs: number;
+}
+
+export function fioArgs(j: FioJob, extra: readonly string[] = []): string[] {
+  const a = [
+    'fio',
+    '--name=bench',
+    `--filename=${j.filename}`,
+    `--rw=${j.rw}`,
+    `--bs=${j.bs}`,
+    `--size=${j.size}`,
+    `--ioengine=${j.ioengine ?? 'psync'}`,
+    `--iodepth=${j.iodepth ?? 1}`,
+    `--direct=${j.direct === false ? 0 : 1}`,
+    '--numjobs=1',
+    '--randrepeat=1',
+    '--norandommap',
+    '--allow_file_create=0',
+    '--fallocate=none',
+    '--invalidate=1',
+    '--end_fsync=0',
+  ];
+  if (j.offset) a.push(`--offset=${j.offset}`);
+  if (j.randseed !== undefined) a.push(`--randseed=${j.randseed}`);
+  if (j.ioSize) a.push(`--io_size=${j.ioSize}`);
+  if (j.runtimeS) a.push('--time_based', `--runtime=${j.runtimeS}`);
+  return [...a, ...extra];
+}
+
+interface FioJson {
+  jobs: Array<{
+    read: { io_bytes: number; bw_bytes: number; iops: number; runtime: number; clat_ns?: { mean: number } };
+    write: { io_bytes: number; bw_bytes: number; iops: number; runtime: number; clat_ns?: { mean: number } };
+  }>;
+}
+
+export function parseFio(stdout: string, rw: FioJob['rw']): FioResult {
+  // fio may print warnings before the JSON document
+  const start = stdout.indexOf('{');
+  if (start < 0) throw new Error(`fio printed no JSON:\n${stdout.slice(0, 2000)}`);
+  const doc = JSON.parse(stdout.slice(start)) as FioJson;
+  const job = doc.jobs[0];
+  if (!job) throw new Error('fio JSON has no job');
+  const side = rw === 'read' || rw === 'randread' ? job.read : job.write;
+  const seconds = side.runtime / 1000;
+  return {
+    mibps: side.bw_bytes / 1048576,
+    iops: side.iops,
+    bytes: side.io_bytes,
+    seconds,
+    clatUs: (side.clat_ns?.mean ?? 0) / 1000,
+  };
+}
+
+/** Run one fio job to completion and return its throughput. */
+export function fio(t: VmContext, j: FioJob): FioResult {
+  const budget = ((j.runtimeS ?? 60) + 60) * 1000;
+  const r = t.run([...fioArgs(j), '--output-format=json'], { timeoutMs: budget });
+  const res = parseFio(r.stdout, j.rw);
+  if (res.bytes <= 0) throw new Error(`fio moved no data: ${fioArgs(j).join(' ')}`);
+  return res;
+}
+
+/** Start fio in the background (busy filesystem); stopped with stopBackground. */
+export function fioBackground(t: VmContext, j: FioJob): ChildProcess {
+  return t.spawn([...fioArgs(j), '--output-format=terse']);
+}
+
+export async function stopBackground(c: ChildProcess): Promise<void> {
+  if (c.exitCode !== null || c.signalCode !== null) return;
+  const done = new Promise<void>((r) => c.once('exit', () => r()));
+  c.kill('SIGTERM');
+  const timer = setTimeout(() => c.kill('SIGKILL'), 10_000);
+  await done;
+  clearTimeout(timer);
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

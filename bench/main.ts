@@ -1,0 +1,151 @@
+// SPDX-License-Identifier: GPL-2.0-only
+// npm run bench: the driver's overhead against the raw device, measured in
+// a QEMU/TCG guest per Debian kernel (bench/vm/*.vm.ts), plus the emulator
+// and update-img benchmarks when their modules exist. Writes the
+// machine-readable results (bench/results.json) and renders
+// bench/RESULTS.md from them. Benchmarks print figures; they never fail.
+//
+//   DBD_BENCH_KERNELS=6.12  DBD_BENCH_REPS=3  DBD_BENCH_CASES=incremental  npm run bench
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { buildIoctlTool } from '../test/vm/lib/build.js';
+import { prepareKernels, type KernelName, KERNEL_NAMES } from '../test/vm/lib/kernels.js';
+import { parseSize } from '../test/vm/lib/qemu.js';
+import { discoverTests, filterTests } from '../test/vm/lib/suite.js';
+import { DEFAULT_PARAMS, type BenchParams } from './guest/params.js';
+import { figuresFor } from './lib/figures.js';
+import { inflightBound } from './lib/bound.js';
+import { renderConsole, renderResultsMd } from './lib/report.js';
+import type { BenchResults, KernelReport } from './lib/types.js';
+import { runKernelBench, type VmBenchRun } from './vm-run.js';
+
+const BENCH = dirname(fileURLToPath(import.meta.url));
+const REPO = dirname(BENCH);
+const env = process.env;
+const num = (v: string | undefined, d: number): number => (v && Number.isFinite(Number(v)) ? Number(v) : d);
+const log = (s: string): void => console.log(s);
+
+function kernels(): KernelName[] {
+  const raw = env.DBD_BENCH_KERNELS?.trim();
+  if (!raw) return [...KERNEL_NAMES];
+  return raw.split(',').map((s) => s.trim()).filter(Boolean) as KernelName[];
+}
+
+async function optionalBench(file: string): Promise<unknown> {
+  const path = join(BENCH, file);
+  if (!existsSync(path)) return undefined;
+  const t0 = Date.now();
+  try {
+    const mod = (await import(pathToFileURL(path).href)) as Record<string, unknown>;
+    const fns = Object.entries(mod).filter(([k, v]) => typeof v === 'function' && /^(bench|run|measure)/i.test(k));
+    if (!fns.length) return { error: `${file} exports no bench*/run*/measure* function` };
+    const [name, fn] = fns[0] as [string, () => unknown];
+    log(`${file}: calling ${name}()`);
+    const result = await fn();
+    return { function: name, seconds: (Date.now() - t0) / 1000, result };
+  } catch (e) {
+    return { error: `${file} failed: ${e instanceof Error ? e.message : String(e)}` };
+  }
+}
+
+function hostInfo(): BenchResults['host'] {
+  let qemu = '';
+  try {
+    qemu = execFileSync('qemu-system-x86_64', ['--version'], { encoding: 'utf8' }).split('\n')[0] ?? '';
+  } catch {
+    qemu = 'qemu-system-x86_64 not found';
+  }
+  return { cpus: cpus().length, model: cpus()[0]?.model ?? '', node: process.version, qemu };
+}
+
+async function pool<T, R>(items: readonly T[], n: number, fn: (x: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(n, items.length) }, async () => {
+      while (next < items.length) {
+        const i = next++;
+        out[i] = await fn(items[i] as T);
+      }
+    }),
+  );
+  return out;
+}
+
+async function main(): Promise<void> {
+  const t0 = Date.now();
+  const params: BenchParams = {
+    reps: num(env.DBD_BENCH_REPS, DEFAULT_PARAMS.reps),
+    runtimeS: num(env.DBD_BENCH_RUNTIME, DEFAULT_PARAMS.runtimeS),
+    seqMiB: DEFAULT_PARAMS.seqMiB,
+    randMiB: DEFAULT_PARAMS.randMiB,
+    readMiB: DEFAULT_PARAMS.readMiB,
+    stormMiB: DEFAULT_PARAMS.stormMiB,
+  };
+  const jobs = Math.max(1, num(env.DBD_BENCH_JOBS, 1));
+  const smp = num(env.DBD_BENCH_SMP, 2);
+  const memMiB = num(env.DBD_BENCH_MEM, 1024);
+  const disk = env.DBD_BENCH_DISK ?? '3G';
+  const out = env.DBD_BENCH_JSON ?? join(BENCH, 'results.json');
+  const md = env.DBD_BENCH_MD ?? join(BENCH, 'RESULTS.md');
+
+  const ks = prepareKernels(kernels(), log);
+  const tool = buildIoctlTool();
+  if (!tool.ok) log(`dbd-ioctl did not build:\n${tool.output}`);
+  const tests = filterTests(await discoverTests(join(BENCH, 'vm')), env.DBD_BENCH_CASES);
+  const runs: VmBenchRun[] = await pool(ks, jobs, (k) =>
+    runKernelBench(k, tests, tool.ko, { smp, memMiB, diskBytes: parseSize(disk), timeoutS: num(env.DBD_BENCH_TIMEOUT, 900), params, keep: env.DBD_BENCH_KEEP === '1', verbose: env.DBD_BENCH_VERBOSE === '1' }, log),
+  );
+
+  const bound = inflightBound(REPO);
+  const reports: KernelReport[] = runs.map((r) => {
+    const failed = (metric: string): string => {
+      if (!r.build.ok) return 'dattobd.ko did not build for this kernel';
+      const c = r.cases.find((x) => x.status !== 'passed' && caseMetrics(x.name).some((p) => metric.startsWith(p)));
+      if (c) return `${c.name} ${c.status}: ${(c.error ?? '').split('\n')[0]}`;
+      if (!r.cases.length) return 'the guest produced no results';
+      return 'not selected (DBD_BENCH_CASES)';
+    };
+    return {
+      kernel: r.kernel.name,
+      kver: r.kernel.kver,
+      bootSeconds: r.bootSeconds,
+      problems: r.problems,
+      figures: figuresFor(r.samples, { inflightBoundMiB: bound.mib, inflightBoundSource: bound.source, missingReason: failed }),
+    };
+  });
+
+  const emulator = env.DBD_BENCH_EMULATOR === '0' ? undefined : await optionalBench('emulator.ts');
+  const updateImg = env.DBD_BENCH_UPDATE_IMG === '0' ? undefined : await optionalBench('update-img.ts');
+  const results: BenchResults = {
+    date: new Date().toISOString(),
+    host: hostInfo(),
+    guest: { accel: 'tcg', smp, memMiB, disk: `${disk} virtio-blk, raw sparse file on the host (prefilled in the guest), cache=none, aio=threads` },
+    parallelBoots: jobs,
+    reps: params.reps,
+    wallSeconds: (Date.now() - t0) / 1000,
+    kernels: reports,
+    emulator,
+    updateImg,
+    extraNotes: [],
+  };
+  writeFileSync(out, JSON.stringify(results, null, 2) + '\n');
+  const prev = existsSync(md) ? readFileSync(md, 'utf8') : '';
+  writeFileSync(md, renderResultsMd(results, prev));
+  log(renderConsole(results));
+  log(`results: ${out}\nreport: ${md}\nwall time ${results.wallSeconds.toFixed(0)} s`);
+}
+
+/** metric prefixes produced by each guest case */
+function caseMetrics(name: string): string[] {
+  if (name === 'incrementalWrites') return ['inc.', 'mem.inc.', 'ctl.'];
+  if (name === 'snapshotWritesAndReads') return ['snap.', 'mem.snap.'];
+  if (name === 'setupAndTransitionLatency') return ['lat.'];
+  if (name === 'writeStormInflight') return ['mem.storm.'];
+  return [];
+}
+
+await main();

@@ -1,0 +1,154 @@
+// SPDX-License-Identifier: GPL-2.0-only
+// Throughput of writes and snapshot reads through dattobd against an
+// untracked twin device: /dev/vda is traced, /dev/vdb has the same layout
+// and is never tracked. Raw (vdb) and traced (vda) runs of the same fio
+// job alternate back to back (A/B, then B/A in the next pair) so drift of
+// the shared host cancels; an A/A control (both untracked) shows how much
+// of a ratio is the two disks rather than the driver.
+import type { VmContext } from '../../test/vm/guest/api.js';
+import { ensureBenchDisks, removeCow, type BenchFs } from '../guest/bench-fs.js';
+import { fio, type FioJob, type FioResult } from '../guest/fio.js';
+import { kernelMem, memDelta, type KernelMem } from '../guest/meminfo.js';
+import { params } from '../guest/params.js';
+import { Recorder } from '../guest/record.js';
+
+const MINOR = 0;
+
+function sample(rec: Recorder, metric: string, side: 'raw' | 'traced', rep: number, r: FioResult): void {
+  rec.sample({
+    metric,
+    side,
+    rep,
+    value: r.mibps,
+    unit: 'MiB/s',
+    extra: { iops: Math.round(r.iops), bytes: r.bytes, seconds: r.seconds, clatUs: Math.round(r.clatUs) },
+  });
+}
+
+/** run job(raw fs) and job(traced fs) back to back, order alternating by rep */
+function pair(t: VmContext, rec: Recorder, metric: string, rep: number, job: (fs: BenchFs) => FioJob, raw: BenchFs, traced: BenchFs): void {
+  const a = (): void => sample(rec, metric, 'raw', rep, fio(t, job(raw)));
+  const b = (): void => sample(rec, metric, 'traced', rep, fio(t, job(traced)));
+  if (rep % 2 === 0) {
+    a();
+    b();
+  } else {
+    b();
+    a();
+  }
+}
+
+function settledMem(t: VmContext): KernelMem {
+  t.run(['sync']);
+  return kernelMem();
+}
+
+function memSample(rec: Recorder, metric: string, rep: number, fs: BenchFs, d: KernelMem, note: string): void {
+  const gib = fs.devBytes / 2 ** 30;
+  const total = d.slabUnreclaimKiB + d.vmallocKiB + d.unaccountedKiB;
+  rec.sample({
+    metric,
+    side: 'value',
+    rep,
+    value: total / gib,
+    unit: 'KiB/GiB',
+    note,
+    extra: { slabKiB: d.slabUnreclaimKiB, vmallocKiB: d.vmallocKiB, pagesKiB: d.unaccountedKiB, trackedGiB: Number(gib.toFixed(3)) },
+  });
+}
+
+function twin(t: VmContext): { traced: BenchFs; raw: BenchFs } {
+  const d = ensureBenchDisks(t);
+  if (!d.raw) throw new Error('the benchmark needs two guest disks (traced + untracked twin)');
+  return { traced: d.traced, raw: d.raw };
+}
+
+/** incremental mode: sequential and random 4 KiB O_DIRECT writes */
+export async function incrementalWrites(t: VmContext): Promise<void> {
+  const p = params(t);
+  const { traced, raw } = twin(t);
+  const rec = new Recorder(t);
+  t.loadModule();
+  const seq = (fs: BenchFs): FioJob => ({ filename: fs.data, rw: 'write', bs: '4k', size: '1024M', runtimeS: p.runtimeS });
+  const rand = (fs: BenchFs): FioJob => ({ filename: fs.data, rw: 'randwrite', bs: '4k', size: '1024M', runtimeS: p.runtimeS, randseed: 7 });
+  // A/A control: both devices untracked
+  for (let rep = 0; rep < p.reps; rep++) pair(t, rec, 'ctl.aa.rand4k', rep, rand, raw, traced);
+
+  const before = settledMem(t);
+  t.ioctl.setup(MINOR, traced.dev, traced.cow, 64);
+  t.ioctl.transitionInc(MINOR);
+  const st = t.ioctl.info(MINOR).state;
+  if (st !== 2) throw new Error(`expected incremental state 2 after transition-to-incremental, got ${st}`);
+  memSample(rec, 'mem.inc.idle', 0, traced, memDelta(settledMem(t), before), 'incremental, right after transition');
+  for (let rep = 0; rep < p.reps; rep++) {
+    pair(t, rec, 'inc.seq4k', rep, seq, raw, traced);
+    pair(t, rec, 'inc.rand4k', rep, rand, raw, traced);
+  }
+  memSample(rec, 'mem.inc.written', 0, traced, memDelta(settledMem(t), before), 'incremental, after the write runs');
+  const info = t.ioctl.info(MINOR);
+  t.log(`incremental: ${info.nr_changed_blocks} changed blocks recorded`);
+  t.ioctl.destroy(MINOR);
+  removeCow(t, traced);
+}
+
+/**
+ * snapshot mode, on a fresh snapshot per repetition: sequential 1 MiB and
+ * random 4 KiB first writes (the original data must be read and saved) and
+ * rewrites of the same blocks (already saved: they must pass straight
+ * through), and sequential reads of /dev/datto0 against the origin, fresh
+ * and after the writes.
+ */
+export async function snapshotWritesAndReads(t: VmContext): Promise<void> {
+  const p = params(t);
+  const { traced, raw } = twin(t);
+  const rec = new Recorder(t);
+  t.loadModule();
+  const seq = (fs: BenchFs): FioJob => ({ filename: fs.data, rw: 'write', bs: '1M', size: `${p.seqMiB}M` });
+  // random writes go to the part of the file the sequential job does not touch
+  const rand = (seed: number) => (fs: BenchFs): FioJob => ({
+    filename: fs.data,
+    rw: 'randwrite',
+    bs: '4k',
+    offset: `${p.seqMiB}M`,
+    size: `${1024 - p.seqMiB}M`,
+    ioSize: `${p.randMiB}M`,
+    randseed: seed,
+  });
+  const read = (dev: string): FioJob => ({ filename: dev, rw: 'read', bs: '1M', offset: String(traced.dataDevOffset), size: `${p.readMiB}M` });
+  const readPair = (metric: string, rep: number): void => {
+    const origin = (): void => sample(rec, metric, 'raw', rep, fio(t, read(traced.dev)));
+    const snap = (): void => sample(rec, metric, 'traced', rep, fio(t, read(`/dev/datto${MINOR}`)));
+    if (rep % 2 === 0) {
+      origin();
+      snap();
+    } else {
+      snap();
+      origin();
+    }
+  };
+  for (let rep = 0; rep < p.reps; rep++) {
+    const seed = 100 + rep;
+    const before = settledMem(t);
+    t.ioctl.setup(MINOR, traced.dev, traced.cow, Math.ceil((p.seqMiB + p.randMiB) * 1.5) + 64);
+    const st = t.ioctl.info(MINOR).state;
+    if (st !== 3) throw new Error(`expected active snapshot state 3 after setup, got ${st}`);
+    memSample(rec, 'mem.snap.idle', rep, traced, memDelta(settledMem(t), before), 'snapshot, right after setup');
+    readPair('snap.read.fresh', rep);
+    pair(t, rec, 'snap.first.seq1m', rep, seq, raw, traced);
+    pair(t, rec, 'snap.rewrite.seq1m', rep, seq, raw, traced);
+    pair(t, rec, 'snap.first.rand4k', rep, rand(seed), raw, traced);
+    pair(t, rec, 'snap.rewrite.rand4k', rep, rand(seed), raw, traced);
+    memSample(rec, 'mem.snap.written', rep, traced, memDelta(settledMem(t), before), `snapshot, after ${p.seqMiB + p.randMiB} MiB of first writes`);
+    readPair('snap.read.cowed', rep);
+    t.ioctl.destroy(MINOR);
+    removeCow(t, traced);
+  }
+  rec.sample({
+    metric: 'snap.read.cowed',
+    side: 'note',
+    rep: 0,
+    value: Number.NaN,
+    unit: '',
+    note: `${p.readMiB} MiB from the data file's first block on; about ${p.seqMiB} MiB of it (the sequential first writes) come from the COW file`,
+  });
+}
