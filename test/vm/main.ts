@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import type { GuestConfig } from './guest/api.js';
 import type { CaseResult } from './guest/runner.js';
 import { buildDattobd, buildFixture, buildIoctlTool, type BuildResult } from './lib/build.js';
-import { bundleGuest } from './lib/bundle.js';
+import { bundleGuest, remapStack } from './lib/bundle.js';
 import { buildInitramfs } from './lib/initramfs.js';
 import { HarnessError, prepareKernels, selectedKernelNames, type KernelInfo } from './lib/kernels.js';
 import { formatProblems, scanKernelLog } from './lib/logscan.js';
@@ -103,7 +103,7 @@ function guestConfig(kb: KernelBuild, runDir: string, tests: TestFile[], tool: s
 function runnerScript(configPath: string, bundle: string | null): string {
   const native = join(REPO, 'src', 'native', 'build', 'Release', 'dattobd_native.node');
   const run = bundle
-    ? `node --enable-source-maps ${JSON.stringify(bundle)}`
+    ? `node ${JSON.stringify(bundle)}`
     : 'node --import tsx test/vm/guest/runner.ts';
   return [
     '#!/bin/sh',
@@ -120,7 +120,7 @@ async function runSuite(
   label: string,
   tests: TestFile[],
   tool: string | null,
-): Promise<{ cases: CaseResult[]; boot: BootResult; problems: ReturnType<typeof scanKernelLog>; bootError: string | null }> {
+): Promise<{ cases: CaseResult[]; boot: BootResult; kernelLog: string; bootError: string | null }> {
   const runDir = newRunDir(kb.kernel, label);
   const cfgPath = join(runDir, 'config.json');
   writeFileSync(cfgPath, JSON.stringify(guestConfig(kb, runDir, tests, tool), null, 2));
@@ -148,8 +148,9 @@ async function runSuite(
         .filter(Boolean)
         .map((l) => JSON.parse(l) as CaseResult)
     : [];
-  // problems anywhere in the full dmesg, or on the serial console if the guest died
-  const problems = scanKernelLog(boot.dmesg || boot.serial);
+  if (bundle) for (const c of cases) if (c.error) c.error = remapStack(c.error, bundle);
+  // the full dmesg, or the serial console if the guest died before writing it
+  const kernelLog = boot.dmesg || boot.serial;
   let bootError: string | null = null;
   if (boot.timedOut) bootError = `guest timed out after ${timeoutMs / 1000} s (host-side timeout; DBD_VM_TIMEOUT overrides)`;
   else if (boot.exitCode === null) bootError = `guest ended without reporting the payload's exit status (QEMU exit ${boot.qemuExit})`;
@@ -159,14 +160,31 @@ async function runSuite(
     const tailSerial = boot.serial.trimEnd().split('\n').slice(-40).join('\n');
     bootError += `\nlast serial console lines (${join(runDir, 'serial.log')}):\n${tailSerial}`;
   }
-  if (bundle) rmSync(bundle, { force: true });
-  if (!opts.keep && !bootError && !problems.length && cases.every((c) => c.status !== 'failed')) {
+  if (bundle) for (const f of [bundle, `${bundle}.map`]) rmSync(f, { force: true });
+  const expectedFailures = new Set(tests.filter((t) => t.file === SELFTEST.file).flatMap((t) => t.cases));
+  const unexpected = cases.some((c) => c.status === 'failed' && !(c.file === SELFTEST.file && expectedFailures.has(c.name)));
+  if (!opts.keep && !bootError && !unexpected && !scanKernelLog(splitAtSelfTest(kernelLog)[0]).length) {
     rmSync(runDir, { recursive: true, force: true });
   } else {
     for (const f of ['disk0.img', 'disk1.img', 'disk2.img', 'disk3.img']) rmSync(join(runDir, f), { force: true });
     log(`  run directory kept: ${runDir}`);
   }
-  return { cases, boot, problems, bootError };
+  return { cases, boot, kernelLog, bootError };
+}
+
+/**
+ * The harness self-test runs last in each kernel's boot: fixtures/broken-module
+ * hits WARN_ON(1) in its init. Kernel-log text before its begin marker is
+ * the suite's; the rest must contain the WARNING.
+ */
+const SELFTEST = { file: 'test/vm/selftest/broken-module.vm.ts', cases: ['loadBrokenModule'] };
+const SELFTEST_MARK = `dbd-vm: case ${SELFTEST.file} loadBrokenModule begin`;
+
+function splitAtSelfTest(log: string): [string, string] {
+  const i = log.indexOf(SELFTEST_MARK);
+  if (i < 0) return [log, ''];
+  const lineStart = log.lastIndexOf('\n', i) + 1;
+  return [log.slice(0, lineStart), log.slice(lineStart)];
 }
 
 function caseError(c: CaseResult): string {
@@ -175,10 +193,12 @@ function caseError(c: CaseResult): string {
   return s;
 }
 
-async function mainSuite(kb: KernelBuild, tests: TestFile[], tool: string | null): Promise<void> {
+async function kernelRun(kb: KernelBuild, tests: TestFile[], tool: string | null): Promise<void> {
   const k = kb.kernel.name;
   const t0 = Date.now();
-  const { cases, problems, bootError } = await runSuite(kb, 'suite', tests, tool);
+  const selfName = 'harness self-test: WARN_ON module is reported with its dmesg excerpt';
+  const withSelf = opts.selftest && kb.broken.ok;
+  const { cases, kernelLog, bootError } = await runSuite(kb, 'suite', withSelf ? [...tests, SELFTEST] : tests, tool);
   const got = new Map(cases.map((c) => [`${c.file}:${c.name}`, c]));
   for (const t of tests) {
     for (const name of t.cases) {
@@ -192,6 +212,8 @@ async function mainSuite(kb: KernelBuild, tests: TestFile[], tool: string | null
       }
     }
   }
+  const [suiteLog, selfLog] = splitAtSelfTest(kernelLog);
+  const problems = scanKernelLog(suiteLog);
   const clean: Result = { kernel: k, name: 'guest boot and kernel log clean', status: 'passed', ms: Date.now() - t0 };
   const errs: string[] = [];
   if (bootError) errs.push(bootError);
@@ -201,37 +223,29 @@ async function mainSuite(kb: KernelBuild, tests: TestFile[], tool: string | null
     clean.error = errs.join('\n');
   }
   record(clean);
-}
 
-/**
- * Harness self-test: boot with a module whose init hits WARN_ON(1). The
- * harness must report that case as failed and show the WARNING excerpt;
- * the self-test passes exactly when it does.
- */
-async function selfTest(kb: KernelBuild, tool: string | null): Promise<void> {
-  const k = kb.kernel.name;
-  const t0 = Date.now();
-  const name = 'harness self-test: WARN_ON module is reported with its dmesg excerpt';
-  if (!kb.broken.ok) {
-    record({ kernel: k, name, status: 'failed', ms: 0, error: `broken-module fixture did not build:\n${kb.broken.output}` });
+  if (!opts.selftest) {
+    record({ kernel: k, name: selfName, status: 'skipped', ms: 0, error: 'DBD_VM_SELFTEST=0' });
     return;
   }
-  const tests = [{ file: 'test/vm/selftest/broken-module.vm.ts', cases: ['loadBrokenModule'] }];
-  const { cases, problems, bootError } = await runSuite(kb, 'selftest', tests, tool);
-  const c = cases[0];
+  if (!kb.broken.ok) {
+    record({ kernel: k, name: selfName, status: 'failed', ms: 0, error: `broken-module fixture did not build:\n${kb.broken.output}` });
+    return;
+  }
+  // passes exactly when the harness reports the broken module's WARNING
+  const c = got.get(`${SELFTEST.file}:loadBrokenModule`);
   const why: string[] = [];
-  if (bootError) why.push(`the self-test boot itself failed: ${bootError}`);
-  if (!c) why.push('no case result from the guest');
+  if (!c) why.push(`no result for the self-test case${bootError ? ' (the guest failed before it)' : ''}`);
   else {
     if (c.status !== 'failed') why.push(`the case was reported ${c.status}, expected failed`);
     if (!/WARNING/.test(c.error ?? '') || !/broken/.test(c.error ?? '')) {
       why.push(`the case error lacks the WARNING excerpt naming the module:\n${c.error ?? '(none)'}`);
     }
+    if (!scanKernelLog(selfLog).some((p) => p.kind === 'WARNING')) why.push('the full-dmesg scan found no WARNING after the self-test began');
   }
-  if (!problems.some((p) => p.kind === 'WARNING')) why.push('the full-dmesg scan found no WARNING');
-  if (why.length) record({ kernel: k, name, status: 'failed', ms: Date.now() - t0, error: why.join('\n') });
+  if (why.length) record({ kernel: k, name: selfName, status: 'failed', ms: c?.ms ?? 0, error: why.join('\n') });
   else {
-    record({ kernel: k, name, status: 'passed', ms: Date.now() - t0 });
+    record({ kernel: k, name: selfName, status: 'passed', ms: c?.ms ?? 0 });
     if (opts.verbose && c) log(indent(`reported as expected:\n${c.error ?? ''}`));
   }
 }
@@ -326,11 +340,7 @@ async function main(): Promise<void> {
     record({ kernel: 'host', name: 'select VM tests', status: 'failed', ms: 0, error: `no VM test matches DBD_VM_TESTS=${env.DBD_VM_TESTS ?? ''}` });
   }
   const jobs: Array<() => Promise<void>> = [];
-  for (const kb of builds) if (tests.length) jobs.push(() => mainSuite(kb, tests, tool.ko));
-  for (const kb of builds) {
-    if (opts.selftest) jobs.push(() => selfTest(kb, tool.ko));
-    else record({ kernel: kb.kernel.name, name: 'harness self-test', status: 'skipped', ms: 0, error: 'DBD_VM_SELFTEST=0' });
-  }
+  for (const kb of builds) if (tests.length || opts.selftest) jobs.push(() => kernelRun(kb, tests, tool.ko));
   await pool(jobs, opts.jobs, (j) => j());
   log(`\nboot times: ${bootTimes.map((b) => `${b.kernel}/${b.boot} ${b.seconds.toFixed(1)} s`).join(', ')}`);
   log(`VM suite wall time: ${((Date.now() - t0) / 1000).toFixed(1)} s`);

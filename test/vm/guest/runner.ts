@@ -29,6 +29,7 @@ if (!configPath) {
 }
 const config = JSON.parse(readFileSync(configPath, 'utf8')) as GuestConfig;
 const resultsFile = join(config.runDir, 'results.jsonl');
+console.log(`dbd-vm: runner started at ${readFileSync('/proc/uptime', 'utf8').split(' ')[0]}s`);
 const kmsg = new KmsgReader();
 kmsg.read(); // skip the boot log: it is checked as a whole by the host
 
