@@ -112,16 +112,24 @@ export function sequenceArb(cfg: WorldConfig, o: ModelOptions & { minLength?: nu
   return fc.array(cmdArb(cfg, o), { minLength: o.minLength ?? 20, maxLength: o.maxLength ?? 50 });
 }
 
-/** Deterministic block contents of a write command. */
+/**
+ * Deterministic contents of `count` blocks starting at region block `block`:
+ * each block depends only on (seed, its own block number), so any slice of a
+ * multi-block write equals writeData(seed, b, 1) for its block b.
+ */
 export function writeData(seed: number, block: number, count: number): Uint8Array {
   const out = new Uint8Array(count * BLOCK);
-  let x = (seed * 2654435761 + block * 40503 + 1) >>> 0;
-  for (let i = 0; i < out.length; i += 4) {
-    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
-    out[i] = x >>> 24;
-    out[i + 1] = x >>> 16;
-    out[i + 2] = x >>> 8;
-    out[i + 3] = x;
+  const dv = new DataView(out.buffer);
+  for (let i = 0; i < count; i++) {
+    let x = (Math.imul(seed + 1, 2654435761) ^ Math.imul(block + i + 1, 40503)) >>> 0 || 1;
+    for (let o = i * BLOCK; o < (i + 1) * BLOCK; o += 4) {
+      x ^= x << 13;
+      x >>>= 0;
+      x ^= x >>> 17;
+      x ^= x << 5;
+      x >>>= 0;
+      dv.setUint32(o, x, true);
+    }
   }
   return out;
 }
