@@ -93,7 +93,7 @@ static int inc_thread(void *data)
 	int ret;
 
 	for (;;) {
-		wait_event(inc->wq, !list_empty(&inc->ranges) ||
+		wait_event_idle(inc->wq, !list_empty(&inc->ranges) ||
 			   READ_ONCE(inc->stop) ||
 			   (dbd_dev_failed(inc->dev) && !discarded));
 		if (dbd_dev_failed(inc->dev) && !discarded) {

@@ -285,7 +285,7 @@ static int snap_mrf_thread(void *data)
 
 	b = kvmalloc(sizeof(*b), GFP_KERNEL);
 	for (;;) {
-		wait_event(s->mrf_wq, !bio_list_empty(&s->held) ||
+		wait_event_idle(s->mrf_wq, !bio_list_empty(&s->held) ||
 			   READ_ONCE(s->stop_mrf));
 		spin_lock(&s->lock);
 		todo = s->held;
@@ -351,7 +351,7 @@ static int snap_cow_thread(void *data)
 	int ret;
 
 	for (;;) {
-		wait_event(s->cow_wq, !list_empty(&s->cowq) ||
+		wait_event_idle(s->cow_wq, !list_empty(&s->cowq) ||
 			   READ_ONCE(s->stop_cow) ||
 			   (dbd_dev_failed(s->dev) && !discarded));
 		if (dbd_dev_failed(s->dev) && !discarded) {
@@ -503,7 +503,7 @@ static int snap_rd_thread(void *data)
 	int ret;
 
 	for (;;) {
-		wait_event(s->rd_wq, !bio_list_empty(&s->reads) ||
+		wait_event_idle(s->rd_wq, !bio_list_empty(&s->reads) ||
 			   READ_ONCE(s->stop_rd));
 		spin_lock(&s->lock);
 		bio = bio_list_pop(&s->reads);

@@ -1,0 +1,107 @@
+// SPDX-License-Identifier: GPL-2.0-only
+// dattobd.ko snapshot mode on ext4 and xfs (on a partition, so the
+// partition offset matters): concurrent writes of every shape while the
+// snapshot is live must not change a single byte of /dev/dattoN, and the
+// snapshot mounts read-only with the pre-snapshot file contents.
+import assert from 'node:assert/strict';
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { VmContext } from '../guest/api.js';
+import { badBlocks, blockHashes, describedFile, errCode, fileBlocks, overwriterScript, partition, sha256 } from '../../kernel/vm/helpers.js';
+
+const FILE_BLOCKS = 8192; // 32 MiB described file
+
+async function snapshotUnderLoad(t: VmContext, fs: 'ext4' | 'xfs'): Promise<void> {
+  const part = partition(t, t.disks[0]!, 320);
+  t.mkfs(fs, part);
+  const mnt = t.mount(part);
+  writeFileSync(join(mnt, 'described'), describedFile(FILE_BLOCKS, 1));
+  t.sh(`dd if=/dev/urandom of=${mnt}/random bs=1M count=16 status=none && mkdir ${mnt}/dir && echo hello > ${mnt}/dir/small && sync`);
+  const randomSum = sha256(t, `${mnt}/random`);
+
+  t.loadModule();
+  t.ioctl.setup(0, part, `${mnt}/.datto`, 64);
+  const info = t.ioctl.info(0);
+  assert.equal(info.state, 3);
+  assert.equal(info.cow, '/.datto');
+  assert.equal(info.bdev, part);
+  assert.equal(info.falloc_size, 64 * 1048576);
+  assert.equal(info.seqid, 1);
+  assert.equal(info.version, 1);
+  assert.ok(existsSync('/dev/datto0'), '/dev/datto0 missing');
+  assert.equal(t.sh('blockdev --getsize64 /dev/datto0').stdout.trim(), String(320 * 1048576));
+  // the COW file is protected while in use
+  assert.notEqual(t.sh(`rm -f ${mnt}/.datto`, { allowFail: true }).code, 0, 'rm of the COW file must fail');
+  const before = blockHashes('/dev/datto0');
+  // the COW file's own blocks are the only ones the snapshot does not
+  // preserve (they are unwritten/preallocated in the snapshot's fs)
+  const cowBlocks = fileBlocks(t, `${mnt}/.datto`);
+  assert.ok(cowBlocks.size >= 64 * 256, `COW file extents: ${cowBlocks.size} blocks`);
+
+  // several concurrent writers: sub-4K/unaligned overwrites, buffered and
+  // O_DIRECT appends, fio random writes with odd sizes
+  const ow1 = overwriterScript(t, `${mnt}/described`, FILE_BLOCKS, 2, 3000, 11);
+  const ow2 = overwriterScript(t, `${mnt}/described`, FILE_BLOCKS, 3, 3000, 29);
+  const node = process.execPath;
+  t.sh(
+    [
+      `${node} ${ow1} &`,
+      `${node} ${ow2} &`,
+      `dd if=/dev/urandom of=${mnt}/new bs=64k count=256 status=none &`,
+      `dd if=/dev/zero of=${mnt}/direct bs=4k count=2048 oflag=direct status=none &`,
+      `fio --name=rw --filename=${mnt}/random --rw=randwrite --bsrange=512-12k --bs_unaligned --size=16M --io_size=8M --direct=1 --ioengine=psync --output=/dev/null &`,
+      `dd if=/dev/urandom of=${mnt}/random bs=1000 seek=777 count=50 conv=notrunc status=none &`,
+      'wait',
+      `rm -f ${mnt}/dir/small`,
+      'sync',
+    ].join('\n'),
+    { timeoutMs: 600_000 },
+  );
+  assert.ok(badBlocks(`${mnt}/described`, 1).length > 1000, 'the writers did not change the origin');
+  t.sh('blockdev --flushbufs /dev/datto0 && echo 3 > /proc/sys/vm/drop_caches');
+  const after = blockHashes('/dev/datto0');
+  assert.equal(after.length, before.length);
+  const changed = after.map((h, i) => (h !== before[i] && !cowBlocks.has(i) ? i : -1)).filter((i) => i >= 0);
+  assert.deepEqual(changed.slice(0, 20), [], `${changed.length} blocks of /dev/datto0 changed while the origin was written`);
+  const nr = t.ioctl.info(0).nr_changed_blocks;
+  assert.ok(nr > 0, 'nr_changed_blocks did not grow');
+
+  // the snapshot mounts read-only and shows the pre-snapshot files
+  const snap = t.mount('/dev/datto0', { type: fs, options: fs === 'xfs' ? 'ro,norecovery,nouuid' : 'ro' });
+  assert.deepEqual(badBlocks(`${snap}/described`, 1), [], 'snapshot file has blocks that are not the pre-snapshot data');
+  assert.equal(sha256(t, `${snap}/random`), randomSum);
+  assert.equal(t.sh(`cat ${snap}/dir/small`).stdout, 'hello\n');
+  assert.equal(existsSync(`${snap}/new`), false);
+  // busy: the snapshot device is mounted
+  assert.throws(() => t.ioctl.destroy(0), (e) => errCode(e) === 'EBUSY');
+  assert.throws(() => t.ioctl.transitionInc(0), (e) => errCode(e) === 'EBUSY');
+  t.ioctl.expand(0, 1);
+  assert.equal(t.ioctl.info(0).falloc_size, 65 * 1048576);
+  t.umount(snap);
+
+  // state-3 cells of the ioctl x state matrix
+  assert.throws(() => t.ioctl.transitionSnap(0, `${mnt}/.other`), (e) => errCode(e) === 'EINVAL');
+  assert.throws(() => t.ioctl.setup(0, part, `${mnt}/.x`), (e) => errCode(e) === 'EBUSY');
+  assert.throws(() => t.ioctl.setup(1, part, `${mnt}/.x`), (e) => errCode(e) === 'EINVAL');
+  t.ioctl.reconfigure(0, 1 << 20);
+  t.ioctl.autoExpand(0, 8, 1);
+  const proc = t.procInfo().devices[0]!;
+  assert.equal(proc.max_cache, 1 << 20);
+  assert.deepEqual(proc.auto_expand, { step_size_mib: 8, reserved_space_mib: 1 });
+  assert.equal(proc.cow_size_current, 65 * 1048576);
+  assert.equal(proc.fallocate, 64 * 1048576);
+
+  t.ioctl.destroy(0);
+  assert.equal(existsSync(`${mnt}/.datto`), false, 'destroy must delete the COW file of an active snapshot');
+  assert.equal(existsSync('/dev/datto0'), false);
+  t.umount(mnt);
+  t.unloadModule();
+}
+
+export async function snapshotExt4UnderLoad(t: VmContext): Promise<void> {
+  await snapshotUnderLoad(t, 'ext4');
+}
+
+export async function snapshotXfsUnderLoad(t: VmContext): Promise<void> {
+  await snapshotUnderLoad(t, 'xfs');
+}
