@@ -27,10 +27,11 @@ const MiB = 1048576;
 const cfg: WorldConfig = {
   vols: [
     { dev: '/dev/loop0', mnt: '/mnt/l0', sizeBytes: 24 * MiB, fsBytes: 16 * MiB, fsFreeBytes: 14 * MiB },
-    { dev: '/dev/loop1', mnt: '/mnt/l1', sizeBytes: 20 * MiB, fsBytes: 16 * MiB, fsFreeBytes: 14 * MiB },
+    { dev: '/dev/loop1', mnt: '/mnt/l1', sizeBytes: 24 * MiB, fsBytes: 16 * MiB, fsFreeBytes: 14 * MiB },
   ],
   maxDevices: 3,
   regionBlocks: 256,
+  overflowBlocks: 1024,
   cowNames: ['cow0', 'cow1', '.datto', 'dir-missing/cow'],
   fallocMibs: [1, 2, 4],
 };

@@ -140,6 +140,7 @@ const cfg: WorldConfig = {
   ],
   maxDevices: 4,
   regionBlocks: 64,
+  overflowBlocks: 300,
   cowNames: ['cow0', 'quote"d', 'back\\slash', 'tab\there', 'new\nline', 'ctl\x01\x1f', 'ünï€ode😀', '.datto'],
   fallocMibs: [1, 2],
 };

@@ -36,6 +36,12 @@ export interface WorldConfig {
   maxDevices: number;
   /** Blocks of the test region (starting at fsBytes) that commands write. */
   regionBlocks: number;
+  /**
+   * Blocks after the region that only `cowFull` writes (all at once): more
+   * than any COW file of the model holds, so the device fails with EFBIG on
+   * both sides whatever the filesystem's own metadata writes used up.
+   */
+  overflowBlocks: number;
   /** COW file names the generator picks from (relative to the mount point). */
   cowNames: string[];
   /** -f values (MiB) for setup / transition-to-snapshot. */
@@ -143,6 +149,11 @@ export function regionOffset(v: VolumeConfig, block: number): number {
   return v.fsBytes + block * BLOCK;
 }
 
+/** What cowFull writes: the whole overflow zone. */
+export function overflowData(cfg: WorldConfig): Uint8Array {
+  return writeData(0xc0f, cfg.regionBlocks, cfg.overflowBlocks);
+}
+
 /** Clip a write to the region. */
 export function clipCount(cfg: WorldConfig, block: number, count: number): number {
   return Math.max(0, Math.min(count, cfg.regionBlocks - block));
@@ -248,16 +259,15 @@ export function runOnEmulator(e: Emulator, cfg: WorldConfig, c: Cmd): { outcome:
       return outcomeOf(() => e.discard(v.dev, regionOffset(v, c.block), n * BLOCK));
     }
     case 'cowFull': {
-      // overwrite the whole region: more blocks than a small COW file holds
       const v = V(c.vol);
-      return outcomeOf(() => e.write(v.dev, regionOffset(v, 0), writeData(0xc0f, 0, cfg.regionBlocks)));
+      return outcomeOf(() => e.write(v.dev, regionOffset(v, cfg.regionBlocks), overflowData(cfg)));
     }
     case 'readSnap':
       return outcomeOf(() => {
         const dev = e.world.devices[c.minor];
         const v = cfg.vols.find((x) => x.dev === dev?.vol?.path);
         if (c.minor >= cfg.maxDevices || !dev?.hasDisk || !v) throw new DriverError(ERRNO.ENOENT, 'read', 'no snapshot device');
-        return sha(e.readSnapshot(c.minor, regionOffset(v, 0), cfg.regionBlocks * BLOCK));
+        return sha(e.readSnapshot(c.minor, regionOffset(v, 0), (cfg.regionBlocks + cfg.overflowBlocks) * BLOCK));
       });
     case 'open':
       return outcomeOf(() => {
