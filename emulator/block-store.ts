@@ -5,6 +5,7 @@
  * so a partition that does not start on a 4 KiB boundary straddles pages.
  */
 const PAGE = 4096;
+const ZERO = Buffer.alloc(PAGE);
 
 export class BlockStore {
   private readonly pages = new Map<number, Uint8Array>();
@@ -43,6 +44,28 @@ export class BlockStore {
       page.set(data.subarray(done, done + n), inPg);
       done += n;
     }
+  }
+
+  /**
+   * Compare `expected` with the bytes at `offset`; returns the first
+   * differing index or -1. Fast path for whole pages (tests, verification).
+   */
+  compare(offset: number, expected: Uint8Array): number {
+    let done = 0;
+    while (done < expected.length) {
+      const pos = offset + done;
+      const pg = Math.floor(pos / PAGE);
+      const inPg = pos - pg * PAGE;
+      const n = Math.min(PAGE - inPg, expected.length - done);
+      const page = this.pages.get(pg);
+      const want = Buffer.from(expected.buffer, expected.byteOffset + done, n);
+      const have = page ? Buffer.from(page.buffer, page.byteOffset + inPg, n) : ZERO.subarray(0, n);
+      if (!want.equals(have)) {
+        for (let i = 0; i < n; i++) if (want[i] !== have[i]) return done + i;
+      }
+      done += n;
+    }
+    return -1;
   }
 
   /** Zero a range; whole pages are dropped (sparse again). */

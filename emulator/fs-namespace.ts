@@ -215,7 +215,9 @@ export class FsNamespace {
 
   unlink(path: string): void {
     const p = FsNamespace.norm(path);
-    if (this.kind(p) !== 'file') throw new FsError(ERRNO.ENOENT, `${p} does not exist`);
+    const k = this.kind(p);
+    if (k === 'dir') throw new FsError(ERRNO.EISDIR, `${p} is a directory`);
+    if (k === 'none') throw new FsError(ERRNO.ENOENT, `${p} does not exist`);
     const ino = this.inodeOf(p);
     if (ino.immutable) throw new FsError(ERRNO.EPERM, `${p} is an in-use COW file (immutable)`);
     this.forceUnlink(p);

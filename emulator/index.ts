@@ -215,8 +215,10 @@ export class Emulator {
 
   /** unlink(2) of a file (EPERM for an in-use COW file). */
   unlink(path: string): void {
-    const loc = this.world.fileLocation(this.world.resolve(path));
-    if (!loc) throw new DriverError(ERRNO.EISDIR, 'unlink', `${path} is a device`);
+    const r = this.world.resolve(path);
+    const loc = this.world.fileLocation(r);
+    if (!loc) throw new DriverError(ERRNO.EPERM, 'unlink', `${path} is a device node`);
+    if (r.kind === 'fs' && r.readOnly) throw new DriverError(ERRNO.EROFS, 'unlink', `${path} is on a read-only filesystem`);
     try {
       loc.ns.unlink(loc.rel);
     } catch (e) {

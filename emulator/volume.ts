@@ -49,6 +49,12 @@ export class Volume {
     if (n < out.length) out.fill(0, Math.max(n, 0));
   }
 
+  /** First index where the volume differs from `expected` (read at `offset`), or -1. */
+  compare(offset: number, expected: Uint8Array): number {
+    if (offset + expected.length > this.sizeBytes) return Math.max(0, this.sizeBytes - offset);
+    return this.store.compare(this.base + offset, expected);
+  }
+
   write(offset: number, data: Uint8Array): void {
     this.store.write(this.base + offset, data);
   }
