@@ -6,7 +6,7 @@
 // WARN_ON must be reported), prints per-test results and writes --json.
 // See test/vm/README.md for the environment variables.
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { GuestConfig } from './guest/api.js';
 import type { CaseResult } from './guest/runner.js';
 import { buildDattobd, buildFixture, buildIoctlTool, type BuildResult } from './lib/build.js';
@@ -35,12 +35,12 @@ const opts = {
   memMiB: num(env.DBD_VM_MEM, 1024),
   disks: (env.DBD_VM_DISKS ?? '1G,1G').split(',').map(parseSize),
   timeoutS: env.DBD_VM_TIMEOUT ? Number(env.DBD_VM_TIMEOUT) : null,
-  caseTimeoutS: num(env.DBD_VM_CASE_TIMEOUT, 120),
+  caseTimeoutS: num(env.DBD_VM_CASE_TIMEOUT, 180),
   commandTimeoutS: num(env.DBD_VM_CMD_TIMEOUT, 60),
   selftest: env.DBD_VM_SELFTEST !== '0',
   keep: env.DBD_VM_KEEP === '1',
   verbose: env.DBD_VM_VERBOSE === '1',
-  shell: env.DBD_VM_SHELL,
+  shell: env.DBD_VM_SHELL && env.DBD_VM_SHELL !== '0' ? env.DBD_VM_SHELL : undefined,
   hungTaskSecs: num(env.DBD_VM_HUNG_TASK, 30),
 };
 
@@ -127,7 +127,7 @@ async function runSuite(
   const bundle = env.DBD_VM_TSX === '1' ? null : await bundleGuest(tests, label);
   writeFileSync(join(runDir, 'guest.sh'), runnerScript(cfgPath, bundle), { mode: 0o755 });
   const nCases = tests.reduce((a, t) => a + t.cases.length, 0);
-  const timeoutMs = (opts.timeoutS ?? 60 + 60 * nCases) * 1000;
+  const timeoutMs = (opts.timeoutS ?? 120 + 90 * nCases) * 1000;
   const boot = await bootGuest({
     kernel: kb.kernel,
     initramfs: kb.initramfs,
@@ -137,6 +137,8 @@ async function runSuite(
     smp: opts.smp,
     memMiB: opts.memMiB,
     hungTaskSecs: opts.hungTaskSecs,
+    // boot + node start, then each case must begin or end within the case timeout
+    idle: { ms: (opts.caseTimeoutS + 60) * 1000, progress: /dbd-vm: (init:|runner started|BEGIN |PASSED |FAILED |SKIPPED )/ },
     onSerial: opts.verbose ? (s) => process.stdout.write(s) : undefined,
   });
   bootTimes.push({ kernel: kb.kernel.name, kver: kb.kernel.kver, boot: label, seconds: boot.seconds });
@@ -152,7 +154,7 @@ async function runSuite(
   // the full dmesg, or the serial console if the guest died before writing it
   const kernelLog = boot.dmesg || boot.serial;
   let bootError: string | null = null;
-  if (boot.timedOut) bootError = `guest timed out after ${timeoutMs / 1000} s (host-side timeout; DBD_VM_TIMEOUT overrides)`;
+  if (boot.timedOut) bootError = `guest killed by the host-side timeout: ${boot.timeoutReason ?? ''} (DBD_VM_TIMEOUT, DBD_VM_CASE_TIMEOUT)`;
   else if (boot.exitCode === null) bootError = `guest ended without reporting the payload's exit status (QEMU exit ${boot.qemuExit})`;
   else if (boot.exitCode >= 250) bootError = `guest setup failed (exit ${boot.exitCode})`;
   else if (!boot.dmesg) bootError = 'guest did not write its dmesg';
@@ -198,13 +200,17 @@ async function kernelRun(kb: KernelBuild, tests: TestFile[], tool: string | null
   const t0 = Date.now();
   const selfName = 'harness self-test: WARN_ON module is reported with its dmesg excerpt';
   const withSelf = opts.selftest && kb.broken.ok;
-  const { cases, kernelLog, bootError } = await runSuite(kb, 'suite', withSelf ? [...tests, SELFTEST] : tests, tool);
+  const { cases, kernelLog, bootError, boot } = await runSuite(kb, 'suite', withSelf ? [...tests, SELFTEST] : tests, tool);
   const got = new Map(cases.map((c) => [`${c.file}:${c.name}`, c]));
   for (const t of tests) {
     for (const name of t.cases) {
       const c = got.get(`${t.file}:${name}`);
       if (!c) {
-        record({ kernel: k, name: `${t.file}:${name}`, status: 'failed', ms: 0, error: `not run: ${bootError ? 'the guest failed' : 'no result from the guest'}` });
+        const running = boot.serial.includes(`dbd-vm: BEGIN ${t.file} ${name}\n`) || boot.serial.includes(`dbd-vm: BEGIN ${t.file} ${name}\r`);
+        const why = running
+          ? `the guest died or was killed while this case ran: ${bootError?.split('\n')[0] ?? 'no result'}`
+          : `not run: ${bootError ? 'the guest failed before it' : 'no result from the guest'}`;
+        record({ kernel: k, name: `${t.file}:${name}`, status: 'failed', ms: 0, error: why });
       } else {
         const r: Result = { kernel: k, name: `${t.file}:${name}`, status: c.status, ms: c.ms };
         if (c.status !== 'passed') r.error = caseError(c);
@@ -334,7 +340,7 @@ async function main(): Promise<void> {
     return;
   }
 
-  const all = await discoverTests();
+  const all = await discoverTests(env.DBD_VM_TEST_DIR ? resolve(env.DBD_VM_TEST_DIR) : undefined);
   const tests = filterTests(all, env.DBD_VM_TESTS);
   if (!tests.length) {
     record({ kernel: 'host', name: 'select VM tests', status: 'failed', ms: 0, error: `no VM test matches DBD_VM_TESTS=${env.DBD_VM_TESTS ?? ''}` });

@@ -18,6 +18,7 @@ arg() { sed -n "s/.*\bdbd\.$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
 RUNDIR="$(arg rundir)"
 VMDIR="$(arg vmdir)"
 KVER="$(uname -r)"
+HUNG="$(arg hung)"
 
 fail() {
   echo "dbd-vm: init: FATAL: $*"
@@ -60,7 +61,6 @@ mkdir -p /host/dev/pts /host/dev/shm 2>/dev/null
 mount -t devpts devpts /host/dev/pts
 mount -t tmpfs tmpfs /host/dev/shm
 mount -t debugfs debugfs /host/sys/kernel/debug 2>/dev/null
-HUNG="$(arg hung)"
 echo "${HUNG:-30}" > /host/proc/sys/kernel/hung_task_timeout_secs 2>/dev/null
 echo "dbd-vm: init: ready at $(cut -d' ' -f1 /host/proc/uptime)s"
 

@@ -45,7 +45,7 @@ export class KmsgReader {
 /** Write a marker line into the kernel log (shows up in dmesg). */
 export function kmsgMark(text: string): void {
   try {
-    writeFileSync('/dev/kmsg', `dbd-vm: ${text}\n`);
+    writeFileSync('/dev/kmsg', `<6>dbd-vm: ${text}\n`); // KERN_INFO: in dmesg, not on the console
   } catch {
     /* the marker is an aid, not a requirement */
   }

@@ -82,6 +82,7 @@ function cleanup(t: CaseContext): string[] {
 
 async function runCase(file: string, name: string, fn: VmCase): Promise<{ result: CaseResult; timedOut: boolean }> {
   const t = new CaseContext(config, kmsg);
+  console.log(`dbd-vm: BEGIN ${file} ${name}`);
   kmsgMark(`case ${file} ${name} begin`);
   const t0 = Date.now();
   let status: CaseResult['status'] = 'passed';

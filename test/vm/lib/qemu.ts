@@ -29,12 +29,19 @@ export interface BootOptions {
   extraCmdline?: string;
   /** kernel.hung_task_timeout_secs in the guest (default 30) */
   hungTaskSecs?: number;
+  /**
+   * Kill the guest when no serial line matching `progress` arrived for this
+   * long (a case stuck in the kernel cannot be interrupted from inside).
+   */
+  idle?: { ms: number; progress: RegExp };
 }
 
 export interface BootResult {
   /** payload exit status as reported by /init, null if it never finished */
   exitCode: number | null;
   timedOut: boolean;
+  /** why the host killed the guest, when it did */
+  timeoutReason: string | null;
   qemuExit: number | null;
   seconds: number;
   serial: string;
@@ -99,6 +106,10 @@ export async function bootGuest(o: BootOptions): Promise<BootResult> {
   const serialLog = createWriteStream(join(o.runDir, 'serial.log'));
   let serial = '';
   let timedOut = false;
+  let timeoutReason: string | null = null;
+  let lastProgress = Date.now();
+  let lastProgressLine = '(none)';
+  let pending = '';
   const child = spawn('qemu-system-x86_64', args, {
     stdio: o.interactive ? 'inherit' : ['ignore', 'pipe', 'pipe'],
   });
@@ -107,13 +118,34 @@ export async function bootGuest(o: BootOptions): Promise<BootResult> {
     serial += s;
     serialLog.write(b);
     o.onSerial?.(s);
+    if (o.idle) {
+      pending += s;
+      const lines = pending.split('\n');
+      pending = lines.pop() ?? '';
+      for (const l of lines) {
+        if (o.idle.progress.test(l)) {
+          lastProgress = Date.now();
+          lastProgressLine = l.trim();
+        }
+      }
+    }
   };
   child.stdout?.on('data', onData);
   child.stderr?.on('data', onData);
   const timer = setTimeout(() => {
     timedOut = true;
+    timeoutReason = `the whole boot exceeded ${o.timeoutMs / 1000} s`;
     child.kill('SIGKILL');
   }, o.timeoutMs);
+  const idleTimer = o.idle
+    ? setInterval(() => {
+        if (o.idle && Date.now() - lastProgress > o.idle.ms && !timedOut) {
+          timedOut = true;
+          timeoutReason = `no progress for ${o.idle.ms / 1000} s; last progress line: ${lastProgressLine}`;
+          child.kill('SIGKILL');
+        }
+      }, 1000)
+    : undefined;
   const qemuExit = await new Promise<number | null>((resolve) => {
     child.on('error', (e) => {
       serial += `\nharness: cannot start qemu-system-x86_64: ${e.message}\n`;
@@ -122,6 +154,7 @@ export async function bootGuest(o: BootOptions): Promise<BootResult> {
     child.on('exit', (code) => resolve(code));
   });
   clearTimeout(timer);
+  clearInterval(idleTimer);
   await new Promise<void>((r) => serialLog.end(() => r()));
   const seconds = (Date.now() - t0) / 1000;
   const statusFile = join(o.runDir, 'exit-status');
@@ -135,5 +168,5 @@ export async function bootGuest(o: BootOptions): Promise<BootResult> {
   }
   const dmesgFile = join(o.runDir, 'dmesg.txt');
   const dmesg = existsSync(dmesgFile) ? readFileSync(dmesgFile, 'utf8') : '';
-  return { exitCode, timedOut, qemuExit, seconds, serial, dmesg };
+  return { exitCode, timedOut, timeoutReason, qemuExit, seconds, serial, dmesg };
 }
