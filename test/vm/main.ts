@@ -209,7 +209,7 @@ async function kernelRun(kb: KernelBuild, tests: TestFile[], tool: string | null
         const running = boot.serial.includes(`dbd-vm: BEGIN ${t.file} ${name}\n`) || boot.serial.includes(`dbd-vm: BEGIN ${t.file} ${name}\r`);
         const why = running
           ? `the guest died or was killed while this case ran: ${bootError?.split('\n')[0] ?? 'no result'}`
-          : `not run: ${bootError ? 'the guest failed before it' : 'no result from the guest'}`;
+          : `not run: ${bootError ? 'the guest failed or was killed before this case' : 'no result from the guest'}`;
         record({ kernel: k, name: `${t.file}:${name}`, status: 'failed', ms: 0, error: why });
       } else {
         const r: Result = { kernel: k, name: `${t.file}:${name}`, status: c.status, ms: c.ms };
