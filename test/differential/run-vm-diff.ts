@@ -1,0 +1,61 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/**
+ * Run the VM differential (test/vm/tests/diff-model.vm.ts) with parameters
+ * from this process's environment, and print the number of sequences and
+ * commands executed per kernel.
+ *
+ *   DBD_DIFF_RUNS=200 DBD_DIFF_SEED=42 npx tsx test/differential/run-vm-diff.ts
+ *
+ * The VM harness does not pass the host's environment into the guest, so the
+ * DBD_DIFF_* variables are written to <DBD_VM_DIR>/diff-params.json for the
+ * duration of the run (removed afterwards). Other DBD_VM_* variables (kernels,
+ * timeouts) are passed to the harness as usual.
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const repo = resolve(fileURLToPath(new URL('.', import.meta.url)), '..', '..');
+const vmDir = resolve(process.env.DBD_VM_DIR ?? join(process.env.TMPDIR ?? '/tmp', 'dattobd-vm'));
+const paramsFile = join(vmDir, 'diff-params.json');
+const params: Record<string, string> = {};
+for (const k of ['DBD_DIFF_RUNS', 'DBD_DIFF_SEED', 'DBD_DIFF_PATH', 'DBD_DIFF_MIN', 'DBD_DIFF_MAX']) {
+  const v = process.env[k];
+  if (v !== undefined) params[k] = v;
+}
+const started = Date.now();
+writeFileSync(paramsFile, JSON.stringify(params) + '\n');
+let status = 1;
+try {
+  const r = spawnSync('npx', ['tsx', 'test/vm/main.ts'], {
+    cwd: repo,
+    stdio: 'inherit',
+    env: { DBD_VM_SELFTEST: '0', ...process.env, DBD_VM_TESTS: process.env.DBD_VM_TESTS ?? 'diff-model', DBD_VM_KEEP: '1' },
+  });
+  status = r.status ?? 1;
+} finally {
+  rmSync(paramsFile, { force: true });
+}
+
+const runs = join(vmDir, 'runs');
+const perKernel = new Map<string, { sequences: number; commands: number; ms: number; excluded: string[] }>();
+if (existsSync(runs)) {
+  for (const d of readdirSync(runs)) {
+    const dir = join(runs, d);
+    if (statSync(dir).mtimeMs < started) continue;
+    for (const f of readdirSync(dir).filter((x) => /^diff-stats-\d+\.json$/.test(x))) {
+      const s = JSON.parse(readFileSync(join(dir, f), 'utf8')) as { kernel: string; sequences: number; commands: number; ms: number; excluded: string[] };
+      const k = perKernel.get(s.kernel) ?? { sequences: 0, commands: 0, ms: 0, excluded: s.excluded };
+      k.sequences += s.sequences;
+      k.commands += s.commands;
+      k.ms += s.ms;
+      perKernel.set(s.kernel, k);
+    }
+  }
+}
+for (const [k, s] of perKernel) {
+  console.log(`differential [${k}]: ${s.sequences} sequences, ${s.commands} commands in ${(s.ms / 1000).toFixed(1)} s${s.excluded.length ? ` (left out: ${s.excluded.join(', ')})` : ''}`);
+}
+if (!perKernel.size) console.log('differential: no statistics found (did the guest run the cases?)');
+process.exit(status);

@@ -1,0 +1,213 @@
+// SPDX-License-Identifier: GPL-2.0-only
+// Differential model test: random command sequences (test/differential/
+// model.ts) run on the emulator (in this guest's node process) and on
+// dattobd.ko, compared after every command (test/differential/vm-compare.ts):
+// errno, info of every minor, /proc/datto-info, snapshot-device hashes of
+// the test region, and headers / changed-block sets of COW files the module
+// closed clean. A divergence fails the case with the shrunk sequence and the
+// fast-check seed/path.
+//
+// Two loop volumes of 64 MiB with ext4 on the first 48 MiB; origin writes go
+// to the tail (test region 160 blocks + a 1024-block overflow zone only
+// written by cowFull), so both sides see exactly the same traced writes.
+//
+// Parameters (env in the guest, or <DBD_VM_DIR>/diff-params.json written by
+// test/differential/run-vm-diff.ts, since the harness does not pass the
+// host's environment): DBD_DIFF_RUNS (sequences per kernel, default 100,
+// spread over the ten cases below), DBD_DIFF_SEED, DBD_DIFF_PATH,
+// DBD_DIFF_MIN / DBD_DIFF_MAX (commands per sequence, default 20..50).
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import fc from 'fast-check';
+import type { VmContext } from '../guest/api.js';
+import { newEmulatorWorld, runOnEmulator, sequenceArb, showCmd, type Cmd, type CmdKind, type WorldConfig } from '../../differential/model.js';
+import { Comparator, Divergence } from '../../differential/vm-compare.js';
+import { KernelWorld } from '../../differential/vm-kernel.js';
+import { loopVolume } from '../../differential/vm-world.js';
+
+const BATCHES = 10;
+
+interface DiffParams {
+  runs: number;
+  seed: number | undefined;
+  path: string | undefined;
+  min: number;
+  max: number;
+}
+
+function params(t: VmContext): DiffParams {
+  let file: Record<string, unknown> = {};
+  const f = join(t.config.vmDir, 'diff-params.json');
+  if (existsSync(f)) file = JSON.parse(readFileSync(f, 'utf8')) as Record<string, unknown>;
+  const get = (k: string): string | undefined => process.env[k] ?? (file[k] === undefined ? undefined : String(file[k]));
+  const int = (k: string, d: number): number => {
+    const v = Number(get(k));
+    return Number.isSafeInteger(v) && v > 0 ? v : d;
+  };
+  const seed = get('DBD_DIFF_SEED');
+  return {
+    runs: int('DBD_DIFF_RUNS', 100),
+    seed: seed !== undefined && Number.isSafeInteger(Number(seed)) ? Number(seed) : undefined,
+    path: get('DBD_DIFF_PATH'),
+    min: int('DBD_DIFF_MIN', 20),
+    max: int('DBD_DIFF_MAX', 50),
+  };
+}
+
+/**
+ * Does remount-ro make an active device dormant (the module's mount hooks)?
+ * Without them the model leaves out mount, umount, remount and reboot.
+ */
+function probeMountHooks(t: VmContext, kw: KernelWorld, cfg: WorldConfig): boolean {
+  kw.reset();
+  const v = cfg.vols[0]!;
+  kw.ctl.setupSnapshot({ minor: 0, bdev: v.dev, cow: `${v.mnt}/probe.datto`, fallocatedSpace: 1, cacheSize: 0 });
+  const r = t.run(['mount', '-o', 'remount,ro', v.mnt], { allowFail: true });
+  const dormant = r.code === 0 && kw.ctl.info(0).state === 1;
+  if (r.code === 0) t.run(['mount', '-o', 'remount,rw', v.mnt]);
+  kw.ctl.destroy(0);
+  return dormant;
+}
+
+function stateOf(kw: KernelWorld, minor: number): { state: number; cow: string } | undefined {
+  try {
+    const i = kw.ctl.info(minor);
+    return { state: i.state, cow: i.cow };
+  } catch {
+    return undefined;
+  }
+}
+
+async function batch(t: VmContext, index: number): Promise<void> {
+  const p = params(t);
+  const per = Math.ceil(p.runs / BATCHES);
+  const from = index * per;
+  const count = Math.max(0, Math.min(per, p.runs - from));
+  if (count === 0) t.skip(`DBD_DIFF_RUNS=${p.runs}: no sequences left for batch ${index}`);
+
+  t.modprobe('loop');
+  const vols = [loopVolume(t, 'dl0', 64, 48), loopVolume(t, 'dl1', 64, 48)];
+  const cfg: WorldConfig = {
+    vols,
+    maxDevices: 3,
+    regionBlocks: 160,
+    overflowBlocks: 1024,
+    cowNames: ['cow0', 'cow1', '.datto', 'missing-dir/cow', 'odd "name" \\ é'],
+    fallocMibs: [1, 2, 4],
+  };
+  t.loadModule({ max_snap_devices: cfg.maxDevices });
+  const kw = new KernelWorld(t, cfg);
+  const hooks = probeMountHooks(t, kw, cfg);
+  const exclude: CmdKind[] = hooks ? [] : ['mount', 'umount', 'remount', 'reboot'];
+  t.log(`mount hooks ${hooks ? 'work' : 'missing: mount/umount/remount/reboot left out of the model (TODO)'}`);
+
+  const stats = { kernel: t.kernel.kver, batch: index, sequences: 0, commands: 0, excluded: exclude, divergences: 0, ms: 0 };
+  const t0 = Date.now();
+  const writeStats = (): void => writeFileSync(join(t.config.runDir, `diff-stats-${index}.json`), JSON.stringify(stats) + '\n');
+
+  const runSequence = (cmds: Cmd[], seed: number): void => {
+    kw.reset();
+    const em = newEmulatorWorld(cfg, seed);
+    for (const v of cfg.vols) em.mount(v.dev, v.mnt);
+    const cmp = new Comparator(cfg);
+    const log: string[] = [];
+    stats.sequences++;
+    const check = (i: number, f: () => void): void => {
+      try {
+        f();
+      } catch (e) {
+        if (!(e instanceof Divergence)) throw e;
+        stats.divergences++;
+        throw new Error(`divergence on ${t.kernel.kver} at command ${i + 1}/${cmds.length}:\n  ${log.join('\n  ')}\n=> ${e.message}`);
+      }
+    };
+    cmds.forEach((c, i) => {
+      log.push(showCmd(cfg, c));
+      const before = 'minor' in c ? stateOf(kw, c.minor) : undefined;
+      const rk = kw.run(c);
+      const re = runOnEmulator(em, cfg, c);
+      stats.commands++;
+      check(i, () => {
+        cmp.outcome(c, rk, re);
+        cmp.state(kw, em);
+        // the old file of a transition to snapshot is closed CLEAN|INDEX_ONLY on both sides
+        if (c.k === 'transSnap' && rk.outcome === 'OK' && before) {
+          const v = cfg.vols.find((x) => x.dev === kw.ctl.info(c.minor).bdev)!;
+          cmp.closedFile(`old COW file ${before.cow} after transition-to-snapshot`, `${v.mnt}${before.cow}`, em, `${v.mnt}${before.cow}`, v.fsBytes);
+        }
+        // remount-ro closes the files of active devices on that volume clean
+        if (c.k === 'remount' && c.ro && rk.outcome === 'OK') {
+          const v = cfg.vols[c.vol]!;
+          for (let m = 0; m < cfg.maxDevices; m++) {
+            const s = stateOf(kw, m);
+            const info = s && kw.ctl.info(m);
+            if (info && info.bdev === v.dev && (info.state & 6) === 0 && info.error === 0) cmp.closedFile(`COW file of minor ${m} after remount-ro`, `${v.mnt}${info.cow}`, em, `${v.mnt}${info.cow}`, v.fsBytes);
+          }
+        }
+      });
+    });
+    // finally every snapshot device
+    for (let m = 0; m < cfg.maxDevices; m++) {
+      const c: Cmd = { k: 'readSnap', minor: m };
+      log.push(showCmd(cfg, c));
+      const rk = kw.run(c);
+      const re = runOnEmulator(em, cfg, c);
+      check(cmds.length, () => cmp.outcome(c, rk, re));
+    }
+  };
+
+  const budget = Math.max(20_000, t.config.caseTimeoutMs - 25_000);
+  const fcParams: fc.Parameters<[Cmd[], number]> = { numRuns: count, interruptAfterTimeLimit: budget };
+  if (p.seed !== undefined) fcParams.seed = p.seed + index;
+  if (p.path !== undefined) fcParams.path = p.path;
+  try {
+    fc.assert(fc.property(sequenceArb(cfg, { exclude, minLength: p.min, maxLength: p.max }), fc.nat(), runSequence), fcParams);
+  } finally {
+    // leave no active device behind: it would keep the filesystems busy for the runner's cleanup
+    kw.closeAll();
+    for (let m = 0; m < cfg.maxDevices; m++) {
+      try {
+        kw.ctl.destroy(m);
+      } catch {
+        // not set up
+      }
+    }
+    stats.ms = Date.now() - t0;
+    writeStats();
+    t.log(`batch ${index}: ${stats.sequences} sequences, ${stats.commands} commands on ${t.kernel.kver} in ${stats.ms} ms`);
+  }
+  if (stats.sequences < count) {
+    throw new Error(`only ${stats.sequences} of ${count} sequences ran within ${budget} ms (raise DBD_VM_CASE_TIMEOUT or lower DBD_DIFF_RUNS)`);
+  }
+}
+
+export async function sequences0(t: VmContext): Promise<void> {
+  await batch(t, 0);
+}
+export async function sequences1(t: VmContext): Promise<void> {
+  await batch(t, 1);
+}
+export async function sequences2(t: VmContext): Promise<void> {
+  await batch(t, 2);
+}
+export async function sequences3(t: VmContext): Promise<void> {
+  await batch(t, 3);
+}
+export async function sequences4(t: VmContext): Promise<void> {
+  await batch(t, 4);
+}
+export async function sequences5(t: VmContext): Promise<void> {
+  await batch(t, 5);
+}
+export async function sequences6(t: VmContext): Promise<void> {
+  await batch(t, 6);
+}
+export async function sequences7(t: VmContext): Promise<void> {
+  await batch(t, 7);
+}
+export async function sequences8(t: VmContext): Promise<void> {
+  await batch(t, 8);
+}
+export async function sequences9(t: VmContext): Promise<void> {
+  await batch(t, 9);
+}
