@@ -70,7 +70,15 @@ export function writeAt(b: Backend, path: string, offset: number, data: Uint8Arr
  * Run a cycle up to the second snapshot. `writes` are [offset, length] pairs
  * applied to the live volume while incremental.
  */
-export async function backupCycle(o: { sizeBytes?: number; writes: [number, number][]; seed?: number; falloc?: number }): Promise<Cycle> {
+export async function backupCycle(o: {
+  sizeBytes?: number;
+  /** Written while incremental. */
+  writes: [number, number][];
+  /** Written while the first snapshot is active, after the full copy (COWed, then kept as changed). */
+  snapshotWrites?: [number, number][];
+  seed?: number;
+  falloc?: number;
+}): Promise<Cycle> {
   const sizeBytes = o.sizeBytes ?? 64 * MIB;
   const emu = new Emulator({ random: rng(o.seed ?? 7) });
   emu.addVolume({ path: '/dev/sda1', sizeBytes });
@@ -80,8 +88,9 @@ export async function backupCycle(o: { sizeBytes?: number; writes: [number, numb
   await ok(['setup-snapshot', '-f', String(o.falloc ?? 16), '/dev/sda1', '/mnt/.datto1', '0'], b);
   emu.createFile('/backup/img', sizeBytes);
   writeAt(b, '/backup/img', 0, readAll(b, '/dev/datto0'));
-  await ok(['transition-to-incremental', '0'], b);
   let seed = 100;
+  for (const [off, len] of o.snapshotWrites ?? []) emu.write('/dev/sda1', off, pattern(len, seed++));
+  await ok(['transition-to-incremental', '0'], b);
   for (const [off, len] of o.writes) emu.write('/dev/sda1', off, pattern(len, seed++));
   await ok(['transition-to-snapshot', '-f', String(o.falloc ?? 16), '/mnt/.datto2', '0'], b);
   return { emu, b, sizeBytes, image: '/backup/img', oldCow: '/mnt/.datto1', newCow: '/mnt/.datto2' };

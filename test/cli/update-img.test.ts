@@ -74,6 +74,14 @@ describe('update-img applies the changed blocks', () => {
     expectImageIsSnapshot(c);
   });
 
+  it('includes blocks written while the first snapshot was active (SPEC §2.4: they stay marked)', async () => {
+    const c = await backupCycle({ snapshotWrites: [[3 * MIB, 2 * MIB]], writes: [[9 * MIB, 4096]] });
+    const r = await updateImg(['/dev/datto0', c.oldCow, c.image], c.b);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('copying complete: 513 blocks changed, 0 errors');
+    expectImageIsSnapshot(c);
+  });
+
   it('does several cycles in a row (each old COW file against the next snapshot)', async () => {
     const c = await backupCycle({ writes: [[0, 4096]] });
     expect((await updateImg(['/dev/datto0', c.oldCow, c.image], c.b)).code).toBe(0);
