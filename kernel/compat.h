@@ -1,18 +1,19 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /*
  * The few kernel interfaces that differ between the supported kernels
- * (Debian 6.1 and 6.12).  One switch: DBD_NEW_BLOCK_API is true from 6.9
- * on (bdev files, bdev_freeze, gendisk-based open, mnt_idmap, queue
- * limits at disk allocation, no bd_super).
+ * (Debian 6.1 and 6.12).  One switch, DBD_NEW_BLOCK_API, set by a feature
+ * probe in Kbuild: true from 6.9 on (bdev files, bdev_freeze, gendisk-
+ * based open, mnt_idmap, queue limits at disk allocation, no bd_super).
  */
 #ifndef DBD_COMPAT_H
 #define DBD_COMPAT_H
 
-#include <linux/version.h>
 #include <linux/blkdev.h>
 #include <linux/fs.h>
 
-#define DBD_NEW_BLOCK_API (LINUX_VERSION_CODE >= KERNEL_VERSION(6, 9, 0))
+#ifndef DBD_NEW_BLOCK_API
+#error "DBD_NEW_BLOCK_API must be set by Kbuild"
+#endif
 
 /* a block device opened read-only, non-exclusive */
 struct dbd_bdev {

@@ -538,12 +538,14 @@ void dbd_cow_discard(struct dbd_cow *cow)
 	mutex_unlock(&cow->lock);
 }
 
+/*
+ * Is this a page-cache page of the COW file?  Only compares pointers: a
+ * bio page may be a slab, vmalloc or movable page whose ->mapping is not
+ * an address_space, so it must never be dereferenced.
+ */
 bool dbd_cow_owns_page(struct dbd_cow *cow, struct page *page)
 {
 	struct folio *folio = page_folio(page);
-	struct address_space *mapping = READ_ONCE(folio->mapping);
 
-	if (!mapping || ((unsigned long)mapping & PAGE_MAPPING_ANON))
-		return false;
-	return mapping->host == cow->inode;
+	return READ_ONCE(folio->mapping) == cow->inode->i_mapping;
 }
