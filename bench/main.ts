@@ -88,14 +88,16 @@ async function main(): Promise<void> {
   const jobs = Math.max(1, num(env.DBD_BENCH_JOBS, 1));
   const smp = num(env.DBD_BENCH_SMP, 2);
   const memMiB = num(env.DBD_BENCH_MEM, 1024);
-  const disk = env.DBD_BENCH_DISK ?? '3G';
+  const disk = env.DBD_BENCH_DISK ?? '2G';
   const out = env.DBD_BENCH_JSON ?? join(BENCH, 'results.json');
   const md = env.DBD_BENCH_MD ?? join(BENCH, 'RESULTS.md');
 
   const ks = prepareKernels(kernels(), log);
   const tool = buildIoctlTool();
   if (!tool.ok) log(`dbd-ioctl did not build:\n${tool.output}`);
-  const tests = filterTests(await discoverTests(join(BENCH, 'vm')), env.DBD_BENCH_CASES);
+  // diag*.vm.ts are diagnoses, run only when selected by name
+  const all = (await discoverTests(join(BENCH, 'vm'))).filter((t) => env.DBD_BENCH_CASES || !t.file.includes('/diag'));
+  const tests = filterTests(all, env.DBD_BENCH_CASES);
   const runs: VmBenchRun[] = await pool(ks, jobs, (k) =>
     runKernelBench(k, tests, tool.ko, { smp, memMiB, diskBytes: parseSize(disk), timeoutS: num(env.DBD_BENCH_TIMEOUT, 900), params, keep: env.DBD_BENCH_KEEP === '1', verbose: env.DBD_BENCH_VERBOSE === '1' }, log),
   );

@@ -10,7 +10,7 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import type { VmContext } from '../../test/vm/guest/api.js';
 
-export const DATA_MIB = 1024;
+export const DATA_MIB = 512;
 
 export interface BenchFs {
   dev: string;

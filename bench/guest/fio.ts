@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-only
 // fio in the guest (the host's fio over the shared root), JSON output parsed.
 import type { ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import type { VmContext } from '../../test/vm/guest/api.js';
 
 export interface FioJob {
@@ -21,6 +22,9 @@ export interface FioJob {
 }
 
 export interface FioResult {
+  /** context switches and interrupts of the whole guest per I/O during the run */
+  ctxtPerIo?: number;
+  intrPerIo?: number;
   mibps: number;
   iops: number;
   bytes: number;
@@ -80,12 +84,25 @@ export function parseFio(stdout: string, rw: FioJob['rw']): FioResult {
   };
 }
 
+/** context switches and interrupts since boot (/proc/stat) */
+export function schedCounters(): { ctxt: number; intr: number } {
+  const s = readFileSync('/proc/stat', 'utf8');
+  return { ctxt: Number(/^ctxt (\d+)/m.exec(s)?.[1] ?? 0), intr: Number(/^intr (\d+)/m.exec(s)?.[1] ?? 0) };
+}
+
 /** Run one fio job to completion and return its throughput. */
 export function fio(t: VmContext, j: FioJob): FioResult {
   const budget = ((j.runtimeS ?? 60) + 60) * 1000;
+  const c0 = schedCounters();
   const r = t.run([...fioArgs(j), '--output-format=json'], { timeoutMs: budget });
+  const c1 = schedCounters();
   const res = parseFio(r.stdout, j.rw);
   if (res.bytes <= 0) throw new Error(`fio moved no data: ${fioArgs(j).join(' ')}`);
+  const ios = res.iops * res.seconds;
+  if (ios > 0) {
+    res.ctxtPerIo = (c1.ctxt - c0.ctxt) / ios;
+    res.intrPerIo = (c1.intr - c0.intr) / ios;
+  }
   return res;
 }
 

@@ -20,11 +20,11 @@ export interface BenchParams {
 
 export const DEFAULT_PARAMS: BenchParams = {
   reps: 5,
-  runtimeS: 2,
-  seqMiB: 256,
-  randMiB: 16,
-  readMiB: 512,
-  stormMiB: 512,
+  runtimeS: 1.5,
+  seqMiB: 128,
+  randMiB: 4,
+  readMiB: 256,
+  stormMiB: 256,
 };
 
 export function params(t: VmContext): BenchParams {

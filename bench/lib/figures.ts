@@ -43,6 +43,17 @@ export function figuresFor(samples: readonly Sample[], o: FigureOptions): Figure
       if (rs) f.raw = rs;
       if (ts) f.traced = ts;
       if (ratio) f.ratio = ratio;
+      const side = (xs: readonly Sample[], k: string): string => {
+        const st = stat(xs.map((x) => Number(x.extra?.[k])));
+        return st ? fmt(st.median) : '?';
+      };
+      if (raw.length && traced.length) {
+        const parts = [`latency per I/O ${side(raw, 'clatUs')} → ${side(traced, 'clatUs')} µs`];
+        if (traced.some((x) => x.extra?.ctxtPerIo !== undefined)) {
+          parts.push(`context switches per I/O ${side(raw, 'ctxtPerIo')} → ${side(traced, 'ctxtPerIo')}`);
+        }
+        notes.push(parts.join(', '));
+      }
     } else {
       const v = stat(mine.filter((s) => s.side === 'value').map((s) => s.value));
       if (v) f.value = v;

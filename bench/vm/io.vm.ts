@@ -6,7 +6,7 @@
 // the shared host cancels; an A/A control (both untracked) shows how much
 // of a ratio is the two disks rather than the driver.
 import type { VmContext } from '../../test/vm/guest/api.js';
-import { ensureBenchDisks, removeCow, type BenchFs } from '../guest/bench-fs.js';
+import { DATA_MIB, ensureBenchDisks, removeCow, type BenchFs } from '../guest/bench-fs.js';
 import { fio, type FioJob, type FioResult } from '../guest/fio.js';
 import { kernelMem, memDelta, type KernelMem } from '../guest/meminfo.js';
 import { params } from '../guest/params.js';
@@ -21,7 +21,14 @@ function sample(rec: Recorder, metric: string, side: 'raw' | 'traced', rep: numb
     rep,
     value: r.mibps,
     unit: 'MiB/s',
-    extra: { iops: Math.round(r.iops), bytes: r.bytes, seconds: r.seconds, clatUs: Math.round(r.clatUs) },
+    extra: {
+      iops: Math.round(r.iops),
+      bytes: r.bytes,
+      seconds: r.seconds,
+      clatUs: Math.round(r.clatUs),
+      ...(r.ctxtPerIo !== undefined ? { ctxtPerIo: Number(r.ctxtPerIo.toFixed(2)) } : {}),
+      ...(r.intrPerIo !== undefined ? { intrPerIo: Number(r.intrPerIo.toFixed(2)) } : {}),
+    },
   });
 }
 
@@ -69,8 +76,8 @@ export async function incrementalWrites(t: VmContext): Promise<void> {
   const { traced, raw } = twin(t);
   const rec = new Recorder(t);
   t.loadModule();
-  const seq = (fs: BenchFs): FioJob => ({ filename: fs.data, rw: 'write', bs: '4k', size: '1024M', runtimeS: p.runtimeS });
-  const rand = (fs: BenchFs): FioJob => ({ filename: fs.data, rw: 'randwrite', bs: '4k', size: '1024M', runtimeS: p.runtimeS, randseed: 7 });
+  const seq = (fs: BenchFs): FioJob => ({ filename: fs.data, rw: 'write', bs: '4k', size: `${DATA_MIB}M`, runtimeS: p.runtimeS });
+  const rand = (fs: BenchFs): FioJob => ({ filename: fs.data, rw: 'randwrite', bs: '4k', size: `${DATA_MIB}M`, runtimeS: p.runtimeS, randseed: 7 });
   // A/A control: both devices untracked
   for (let rep = 0; rep < p.reps; rep++) pair(t, rec, 'ctl.aa.rand4k', rep, rand, raw, traced);
 
@@ -110,7 +117,7 @@ export async function snapshotWritesAndReads(t: VmContext): Promise<void> {
     rw: 'randwrite',
     bs: '4k',
     offset: `${p.seqMiB}M`,
-    size: `${1024 - p.seqMiB}M`,
+    size: `${DATA_MIB - p.seqMiB}M`,
     ioSize: `${p.randMiB}M`,
     randseed: seed,
   });

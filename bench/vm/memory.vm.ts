@@ -22,6 +22,8 @@ interface StormResult {
   mibps: number;
   drainMs: number;
   samples: number;
+  /** above the baseline 5 s after the storm (or once settled) */
+  residualMiB: number;
 }
 
 async function storm(t: VmContext, fs: BenchFs, mib: number): Promise<StormResult> {
@@ -46,15 +48,16 @@ async function storm(t: VmContext, fs: BenchFs, mib: number): Promise<StormResul
   // the COW thread drains what is left in memory after the last write
   const drainT0 = Date.now();
   let settled = 0;
-  while (Date.now() - drainT0 < 15_000 && settled < 5) {
+  while (Date.now() - drainT0 < 5_000 && settled < 5) {
     await sleep(50);
     settled = memTotal(kernelMem()) - memTotal(base) < 8192 ? settled + 1 : 0;
   }
   clearInterval(timer);
   tick();
+  const residualMiB = (memTotal(kernelMem()) - memTotal(base)) / 1024;
   if (code !== 0) throw new Error(`storm fio exited ${code}:\n${out.slice(-2000)}`);
   const r = parseFio(out, 'write');
-  return { peakMiB: peak / 1024, pagesPeakMiB: peakPages / 1024, mibps: r.mibps, drainMs: Date.now() - drainT0, samples };
+  return { peakMiB: peak / 1024, pagesPeakMiB: peakPages / 1024, mibps: r.mibps, drainMs: Date.now() - drainT0, samples, residualMiB };
 }
 
 export async function writeStormInflight(t: VmContext): Promise<void> {
@@ -94,6 +97,8 @@ export async function writeStormInflight(t: VmContext): Promise<void> {
         tracedStormMiBps: Number(b.mibps.toFixed(1)),
         rawStormMiBps: Number(a.mibps.toFixed(1)),
         tracedDrainMs: b.drainMs,
+        tracedResidualMiB: Number(b.residualMiB.toFixed(1)),
+        rawResidualMiB: Number(a.residualMiB.toFixed(1)),
         samples: b.samples,
       },
     });
