@@ -96,6 +96,8 @@ export interface BlockFile {
   read(buf: Uint8Array, offset: number): number;
   /** Write buf at offset; returns bytes written. Throws on a read-only file. */
   write(buf: Uint8Array, offset: number): number;
+  /** Flush written data to stable storage (fsync); optional: a backend without durability omits it. */
+  sync?(): void;
   close(): void;
 }
 
