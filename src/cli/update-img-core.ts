@@ -298,11 +298,25 @@ export function updateImg(backend: Backend, opts: UpdateImgOptions): UpdateImgRe
           continue;
         }
         if (runLen > 0) copyRun(runStart, runLen);
+    if (ios > 0 && image.sync) {
+      try {
+        image.sync();
+      } catch (e) {
+        throw new UpdateImgError('IO_ERROR', `flushing image ${opts.image} to disk failed: ${errCode(e)}`, 'the image may be incomplete', errCode(e));
+      }
+    }
         runStart = b;
         runLen = 1;
       }
     }
     if (runLen > 0) copyRun(runStart, runLen);
+    if (ios > 0 && image.sync) {
+      try {
+        image.sync();
+      } catch (e) {
+        throw new UpdateImgError('IO_ERROR', `flushing image ${opts.image} to disk failed: ${errCode(e)}`, 'the image may be incomplete', errCode(e));
+      }
+    }
 
     return {
       ...stripEntries(v),

@@ -132,8 +132,12 @@ export async function main(argv: string[], opts: UpdateImgMainOptions = {}): Pro
     if (e instanceof UpdateImgError) {
       const exit = e.code === 'IO_ERROR' ? UPDATE_IMG_EXIT.COPY_FAILED : UPDATE_IMG_EXIT.INVALID;
       const error = { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}), ...(e.errnoCode ? { errno: e.errnoCode } : {}) };
-      if (json) emitJson({ ok: false, exitCode: exit, imageWritten: false, error });
-      else stderr(`update-img: ${e.message}\n${e.hint ? `hint: ${e.hint}\n` : ''}update-img: the image was not modified\n`);
+      const written = e.code === 'IO_ERROR';
+      if (json) emitJson({ ok: false, exitCode: exit, imageWritten: written, error });
+      else {
+        const tail = written ? 'update-img: the image is incomplete' : 'update-img: the image was not modified';
+        stderr(`update-img: ${e.message}\n${e.hint ? `hint: ${e.hint}\n` : ''}${tail}\n`);
+      }
       return exit;
     }
     if (isDriverError(e)) {

@@ -99,6 +99,14 @@ class NodeBlockFile implements BlockFile {
     return done;
   }
 
+  sync(): void {
+    try {
+      fs.fsyncSync(this.handle());
+    } catch (e) {
+      throw fsError(e, 'fsync', this.path);
+    }
+  }
+
   close(): void {
     if (this.fd === undefined) return;
     const fd = this.fd;
