@@ -146,6 +146,40 @@ describe('update-img applies the changed blocks', () => {
   });
 });
 
+describe('update-img flushes the image', () => {
+  function withImageSync(c: Cycle, sync: () => void): Backend {
+    return {
+      ...c.b,
+      io: {
+        openRead: (p) => c.b.io.openRead(p),
+        realpath: (p) => c.b.io.realpath(p),
+        exists: (p) => c.b.io.exists(p),
+        openReadWrite: (p) => {
+          const f = c.b.io.openReadWrite(p);
+          return { size: () => f.size(), read: (b, o) => f.read(b, o), write: (b, o) => f.write(b, o), close: () => f.close(), sync };
+        },
+      },
+    };
+  }
+
+  it('calls sync once after copying', async () => {
+    const c = await backupCycle({ writes: [[0, 8192]] });
+    let syncs = 0;
+    const r = await updateImg(['/dev/datto0', c.oldCow, c.image], withImageSync(c, () => syncs++));
+    expect(r.code).toBe(0);
+    expect(syncs).toBe(1);
+  });
+
+  it('exits 1 when the flush fails', async () => {
+    const c = await backupCycle({ writes: [[0, 8192]] });
+    const r = await updateImg(['/dev/datto0', c.oldCow, c.image], withImageSync(c, () => {
+      throw DriverError.of('EIO', 'fsync');
+    }));
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe('update-img: flushing image /backup/img to disk failed: EIO\nhint: the image may be incomplete\nupdate-img: the image is incomplete\n');
+  });
+});
+
 describe('update-img validation: exit 3, image untouched', () => {
   const cases: [string, (c: Cycle) => Promise<string[]> | string[], RegExp, string][] = [
     ['not a snapshot device', (c) => ['/dev/sda1', c.oldCow, c.image], /does not appear to be a dattobd snapshot device/, 'NOT_SNAPSHOT_DEVICE'],
