@@ -84,6 +84,8 @@ async function main(): Promise<void> {
     randMiB: DEFAULT_PARAMS.randMiB,
     readMiB: DEFAULT_PARAMS.readMiB,
     stormMiB: DEFAULT_PARAMS.stormMiB,
+    caseBudgetS: num(env.DBD_BENCH_CASE_BUDGET, DEFAULT_PARAMS.caseBudgetS),
+    minReps: DEFAULT_PARAMS.minReps,
   };
   const jobs = Math.max(1, num(env.DBD_BENCH_JOBS, 1));
   const smp = num(env.DBD_BENCH_SMP, 2);

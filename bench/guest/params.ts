@@ -16,6 +16,10 @@ export interface BenchParams {
   readMiB: number;
   /** MiB written by each write-storm run */
   stormMiB: number;
+  /** a case starts no new repetition after this many seconds ... */
+  caseBudgetS: number;
+  /** ... once it has this many */
+  minReps: number;
 }
 
 export const DEFAULT_PARAMS: BenchParams = {
@@ -25,9 +29,22 @@ export const DEFAULT_PARAMS: BenchParams = {
   randMiB: 4,
   readMiB: 256,
   stormMiB: 256,
+  caseBudgetS: 75,
+  minReps: 3,
 };
 
 export function params(t: VmContext): BenchParams {
   const p = (t.config as unknown as { bench?: Partial<BenchParams> }).bench ?? {};
   return { ...DEFAULT_PARAMS, ...p };
+}
+
+/**
+ * Repetition control: true while another repetition should run. Stops at
+ * reps, or early (but not before minReps) once the case has used its time
+ * budget, so a slow host still finishes all kernels in time; the report
+ * shows the number of repetitions each figure got.
+ */
+export function repeater(p: BenchParams, reps = p.reps): (rep: number) => boolean {
+  const t0 = Date.now();
+  return (rep) => rep < reps && (rep < Math.min(p.minReps, reps) || Date.now() - t0 < p.caseBudgetS * 1000);
 }

@@ -9,7 +9,7 @@ import type { VmContext } from '../../test/vm/guest/api.js';
 import { DATA_MIB, ensureBenchDisks, removeCow, type BenchFs } from '../guest/bench-fs.js';
 import { fio, type FioJob, type FioResult } from '../guest/fio.js';
 import { kernelMem, memDelta, type KernelMem } from '../guest/meminfo.js';
-import { params } from '../guest/params.js';
+import { params, repeater } from '../guest/params.js';
 import { Recorder } from '../guest/record.js';
 
 const MINOR = 0;
@@ -79,7 +79,7 @@ export async function incrementalWrites(t: VmContext): Promise<void> {
   const seq = (fs: BenchFs): FioJob => ({ filename: fs.data, rw: 'write', bs: '4k', size: `${DATA_MIB}M`, runtimeS: p.runtimeS });
   const rand = (fs: BenchFs): FioJob => ({ filename: fs.data, rw: 'randwrite', bs: '4k', size: `${DATA_MIB}M`, runtimeS: p.runtimeS, randseed: 7 });
   // A/A control: both devices untracked
-  for (let rep = 0; rep < p.reps; rep++) pair(t, rec, 'ctl.aa.rand4k', rep, rand, raw, traced);
+  for (let rep = 0; rep < Math.min(p.reps, p.minReps); rep++) pair(t, rec, 'ctl.aa.rand4k', rep, rand, raw, traced);
 
   const before = settledMem(t);
   t.ioctl.setup(MINOR, traced.dev, traced.cow, 64);
@@ -87,7 +87,8 @@ export async function incrementalWrites(t: VmContext): Promise<void> {
   const st = t.ioctl.info(MINOR).state;
   if (st !== 2) throw new Error(`expected incremental state 2 after transition-to-incremental, got ${st}`);
   memSample(rec, 'mem.inc.idle', 0, traced, memDelta(settledMem(t), before), 'incremental, right after transition');
-  for (let rep = 0; rep < p.reps; rep++) {
+  const more = repeater(p);
+  for (let rep = 0; more(rep); rep++) {
     pair(t, rec, 'inc.seq4k', rep, seq, raw, traced);
     pair(t, rec, 'inc.rand4k', rep, rand, raw, traced);
   }
@@ -133,7 +134,8 @@ export async function snapshotWritesAndReads(t: VmContext): Promise<void> {
       origin();
     }
   };
-  for (let rep = 0; rep < p.reps; rep++) {
+  const more = repeater(p);
+  for (let rep = 0; more(rep); rep++) {
     const seed = 100 + rep;
     const before = settledMem(t);
     t.ioctl.setup(MINOR, traced.dev, traced.cow, Math.ceil((p.seqMiB + p.randMiB) * 1.5) + 64);

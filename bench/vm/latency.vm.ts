@@ -7,7 +7,7 @@
 import type { VmContext } from '../../test/vm/guest/api.js';
 import { ensureBenchDisks, removeCow, type BenchFs } from '../guest/bench-fs.js';
 import { fioBackground, sleep, stopBackground } from '../guest/fio.js';
-import { params } from '../guest/params.js';
+import { params, repeater } from '../guest/params.js';
 import { Recorder } from '../guest/record.js';
 
 const MINOR = 0;
@@ -63,7 +63,8 @@ export async function setupAndTransitionLatency(t: VmContext): Promise<void> {
       extra: { wallMs: Number(ms.toFixed(2)), spawnMs: Number(base.toFixed(2)), busy: busy ? 1 : 0 },
     });
 
-  for (let rep = 0; rep < p.reps; rep++) {
+  const more = repeater(p, Math.min(p.reps, 4));
+  for (let rep = 0; more(rep); rep++) {
     for (const busy of rep % 2 === 0 ? [false, true] : [true, false]) {
       const tag = busy ? 'busy' : 'idle';
       // setup-snapshot (default COW size: 10 % of the volume, fallocated)

@@ -11,7 +11,7 @@ import type { VmContext } from '../../test/vm/guest/api.js';
 import { ensureBenchDisks, removeCow, type BenchFs } from '../guest/bench-fs.js';
 import { fioArgs, parseFio, sleep, type FioJob } from '../guest/fio.js';
 import { kernelMem, memTotal } from '../guest/meminfo.js';
-import { params } from '../guest/params.js';
+import { params, repeater } from '../guest/params.js';
 import { Recorder } from '../guest/record.js';
 
 const MINOR = 0;
@@ -66,8 +66,8 @@ export async function writeStormInflight(t: VmContext): Promise<void> {
   if (!raw) throw new Error('the benchmark needs two guest disks (traced + untracked twin)');
   const rec = new Recorder(t);
   t.loadModule();
-  const reps = Math.min(p.reps, 3);
-  for (let rep = 0; rep < reps; rep++) {
+  const more = repeater(p, Math.min(p.reps, 3));
+  for (let rep = 0; more(rep); rep++) {
     const runTraced = async (): Promise<StormResult> => {
       t.ioctl.setup(MINOR, traced.dev, traced.cow, Math.ceil(p.stormMiB * 1.25) + 64);
       const r = await storm(t, traced, p.stormMiB);
