@@ -98,20 +98,38 @@ export class NsFile {
   }
 }
 
+/** One memfs instance can hold several namespaces, each under its own prefix. */
+export function newMemFs(): MemFs {
+  return memfs().fs as unknown as MemFs;
+}
+
 export class FsNamespace {
   readonly fs: MemFs;
   private readonly inodes = new Map<string, Inode>();
   private used = 0;
+  /** Directory of the shared memfs that is this namespace's root ('' = memfs root). */
+  private readonly prefix: string;
 
   /**
    * @param capacityBytes free space of the filesystem when empty
-   * @param maxFileBytes s_maxbytes (ext4 with 4 KiB blocks: 16 TiB - 4 KiB)
+   * @param o.fs a memfs shared with other namespaces (each under its own prefix)
+   * @param o.maxFileBytes s_maxbytes (ext4 with 4 KiB blocks: 16 TiB - 4 KiB)
    */
   constructor(
     public capacityBytes: number,
-    readonly maxFileBytes = 17592186040320,
+    o: { fs?: MemFs; prefix?: string; maxFileBytes?: number } = {},
   ) {
-    this.fs = memfs().fs as unknown as MemFs;
+    this.fs = o.fs ?? newMemFs();
+    this.prefix = o.prefix ?? '';
+    this.maxFileBytes = o.maxFileBytes ?? 17592186040320;
+    if (this.prefix) this.fs.mkdirSync(this.prefix, { recursive: true });
+  }
+
+  readonly maxFileBytes: number;
+
+  /** Path inside the shared memfs. */
+  private m(p: string): string {
+    return this.prefix + p;
   }
 
   freeBytes(): number {
@@ -143,18 +161,18 @@ export class FsNamespace {
 
   kind(path: string): 'file' | 'dir' | 'none' {
     const p = FsNamespace.norm(path);
-    if (!this.fs.existsSync(p)) return 'none';
-    return this.fs.statSync(p).isDirectory() ? 'dir' : 'file';
+    if (!this.fs.existsSync(this.m(p))) return 'none';
+    return this.fs.statSync(this.m(p)).isDirectory() ? 'dir' : 'file';
   }
 
   mkdirp(path: string): void {
-    this.fs.mkdirSync(FsNamespace.norm(path), { recursive: true });
+    this.fs.mkdirSync(this.m(FsNamespace.norm(path)), { recursive: true });
   }
 
   private inodeOf(p: string): Inode {
     let ino = this.inodes.get(p);
     if (!ino) {
-      const size = this.fs.statSync(p).size;
+      const size = this.fs.statSync(this.m(p)).size;
       ino = { size, immutable: false, charged: 0, unlinked: false };
       this.inodes.set(p, ino);
       this.charge(ino, size);
@@ -181,12 +199,12 @@ export class FsNamespace {
     if (k === 'file') {
       const ino = this.inodeOf(p);
       if (ino.immutable) throw new FsError(ERRNO.EPERM, `${p} is an in-use COW file (immutable)`);
-      const fd = this.fs.openSync(p, 'r+');
+      const fd = this.fs.openSync(this.m(p), 'r+');
       const f = new NsFile(this, p, fd, ino);
       f.truncate(0);
       return f;
     }
-    const fd = this.fs.openSync(p, 'w+');
+    const fd = this.fs.openSync(this.m(p), 'w+');
     const ino: Inode = { size: 0, immutable: false, charged: 0, unlinked: false };
     this.inodes.set(p, ino);
     return new NsFile(this, p, fd, ino);
@@ -198,7 +216,7 @@ export class FsNamespace {
     const k = this.kind(p);
     if (k === 'none') throw new FsError(ERRNO.ENOENT, `${p} does not exist`);
     if (k === 'dir') throw new FsError(ERRNO.EISDIR, `${p} is a directory`);
-    return new NsFile(this, p, this.fs.openSync(p, 'r+'), this.inodeOf(p));
+    return new NsFile(this, p, this.fs.openSync(this.m(p), 'r+'), this.inodeOf(p));
   }
 
   /** Create a file of `size` bytes (sparse-ish: charged, not materialised). */
@@ -227,7 +245,7 @@ export class FsNamespace {
   forceUnlink(path: string): void {
     const p = FsNamespace.norm(path);
     const ino = this.inodes.get(p);
-    this.fs.unlinkSync(p);
+    this.fs.unlinkSync(this.m(p));
     if (ino) {
       ino.unlinked = true;
       ino.immutable = false;

@@ -107,7 +107,7 @@ export class Emulator {
     if (!Number.isSafeInteger(o.sizeBytes) || o.sizeBytes <= 0 || o.sizeBytes % 512 !== 0) {
       throw new DriverError(ERRNO.EINVAL, 'add-volume', `volume size must be a positive multiple of 512 bytes, got ${o.sizeBytes}`);
     }
-    this.world.volumes.set(p, new Volume(p, o.sizeBytes, o.partitionOffsetSectors ?? 0, o.fsFreeBytes ?? o.sizeBytes));
+    this.world.volumes.set(p, new Volume(p, o.sizeBytes, o.partitionOffsetSectors ?? 0, this.world.newFilesystem(o.fsFreeBytes ?? o.sizeBytes)));
   }
 
   private volume(bdev: string, op: string): Volume {

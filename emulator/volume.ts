@@ -9,23 +9,21 @@
  */
 import { SECTOR_SIZE } from '../src/abi/constants.js';
 import { BlockStore } from './block-store.js';
-import { FsNamespace } from './fs-namespace.js';
+import type { FsNamespace } from './fs-namespace.js';
 
 export type MountState = { mountPoint: string; readOnly: boolean } | null;
 
 export class Volume {
   readonly store = new BlockStore();
-  readonly fs: FsNamespace;
   mount: MountState = null;
 
   constructor(
     readonly path: string,
     readonly sizeBytes: number,
     readonly partitionOffsetSectors: number,
-    fsFreeBytes: number,
-  ) {
-    this.fs = new FsNamespace(fsFreeBytes);
-  }
+    /** The filesystem on this volume. */
+    readonly fs: FsNamespace,
+  ) {}
 
   get sizeSectors(): number {
     return Math.floor(this.sizeBytes / SECTOR_SIZE);

@@ -3,7 +3,7 @@
 import { posix } from 'node:path';
 import { DEFAULT_CACHE_SIZE, DEFAULT_FALLOCATE_PERCENTAGE, DEFAULT_MAX_SNAP_DEVICES, HARD_MAX_SNAP_DEVICES } from '../src/abi/constants.js';
 import { Faults, newCounters, type Counters } from './faults.js';
-import { FsNamespace } from './fs-namespace.js';
+import { FsNamespace, newMemFs } from './fs-namespace.js';
 import type { SnapDevice } from './snap-device.js';
 import type { Volume } from './volume.js';
 
@@ -28,7 +28,9 @@ export class World {
   readonly random: () => number;
   readonly volumes = new Map<string, Volume>();
   devices: (SnapDevice | undefined)[];
-  readonly scratch = new FsNamespace(Number.MAX_SAFE_INTEGER);
+  /** One memfs for all namespaces of this machine (host scratch + one per volume). */
+  readonly memfs = newMemFs();
+  readonly scratch = new FsNamespace(Number.MAX_SAFE_INTEGER, { fs: this.memfs, prefix: '/host' });
   readonly counters: Counters = newCounters();
   readonly faults = new Faults();
 
@@ -39,6 +41,11 @@ export class World {
     this.fallocatePercentage = o.fallocatePercentage ?? DEFAULT_FALLOCATE_PERCENTAGE;
     this.random = o.random ?? Math.random;
     this.devices = new Array<SnapDevice | undefined>(this.maxSnapDevices);
+  }
+
+  /** A new, empty filesystem namespace for a volume. */
+  newFilesystem(freeBytes: number): FsNamespace {
+    return new FsNamespace(freeBytes, { fs: this.memfs, prefix: `/vol${this.volumes.size}` });
   }
 
   static norm(p: string): string {

@@ -45,10 +45,21 @@ export function writeIndexEntry(file: Uint8Array, block: number, value: number, 
   new DataView(file.buffer, file.byteOffset + off, 8).setBigUint64(0, BigInt(value), true);
 }
 
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
 /** Decode `count` consecutive entries from raw index bytes (entry 0 at byte 0). */
 export function decodeEntries(indexBytes: Uint8Array, count = Math.floor(indexBytes.length / 8)): Float64Array {
   const out = new Float64Array(count);
   const n = Math.min(count, Math.floor(indexBytes.length / 8));
+  if (LITTLE_ENDIAN && indexBytes.byteOffset % 4 === 0) {
+    const w = new Uint32Array(indexBytes.buffer, indexBytes.byteOffset, n * 2);
+    for (let i = 0; i < n; i++) {
+      const hi = w[2 * i + 1] ?? 0;
+      if (hi > 0x1fffff) throw new FormatError('VALUE_TOO_LARGE', `index entry ${i} is beyond 2^53-1`, 'the index is corrupted');
+      out[i] = hi * 0x100000000 + (w[2 * i] ?? 0);
+    }
+    return out;
+  }
   const dv = new DataView(indexBytes.buffer, indexBytes.byteOffset, n * 8);
   for (let i = 0; i < n; i++) {
     const lo = dv.getUint32(i * 8, true);
@@ -64,6 +75,21 @@ export function decodeEntries(indexBytes: Uint8Array, count = Math.floor(indexBy
 /** Encode entries into raw index bytes. */
 export function encodeEntries(entries: ArrayLike<number>, out = new Uint8Array(entries.length * 8)): Uint8Array {
   if (out.length < entries.length * 8) throw new FormatError('BAD_ARGUMENT', 'output buffer too small for the entries');
+  if (LITTLE_ENDIAN && out.byteOffset % 4 === 0) {
+    const w = new Uint32Array(out.buffer, out.byteOffset, entries.length * 2);
+    for (let i = 0; i < entries.length; i++) {
+      const v = entries[i] ?? 0;
+      if (v === 0) {
+        w[2 * i] = 0;
+        w[2 * i + 1] = 0;
+        continue;
+      }
+      if (!Number.isSafeInteger(v) || v < 0) throw new FormatError('BAD_ARGUMENT', `index value ${i} is invalid: ${v}`);
+      w[2 * i] = v % 0x100000000;
+      w[2 * i + 1] = Math.floor(v / 0x100000000);
+    }
+    return out;
+  }
   const dv = new DataView(out.buffer, out.byteOffset, entries.length * 8);
   for (let i = 0; i < entries.length; i++) {
     const v = entries[i] ?? 0;

@@ -71,18 +71,18 @@ export function checkCommand(m: Model, emu: Emulator, op: Op, real: RealResult, 
   // free space of the filesystem (COW file sizes, truncation, unlink on failure)
   if (vol.fs.freeBytes() !== m.free()) fail(`free space: emulator ${vol.fs.freeBytes()}, model ${m.free()}`);
   // snapshot device contents
-  if (op.t === 'read' && real.errno === 0) checkSnapshotRead(m, op.minor, real.data);
+  if (op.t === 'read' && real.errno === 0) checkSnapshotRead(m, op, real.data);
   if (op.t === 'transSnap' && real.errno === 0) checkIncrementalCycle(m, emu, op.minor);
 }
 
 /** The snapshot device reads the volume exactly as it was at the snapshot instant. */
-function checkSnapshotRead(m: Model, minor: number, data: Uint8Array | undefined): void {
-  const dev = m.devs[minor];
+function checkSnapshotRead(m: Model, op: Extract<Op, { t: 'read' }>, data: Uint8Array | undefined): void {
+  const dev = m.devs[op.minor];
   if (!dev || !data) fail('read succeeded without a device');
   const f = m.fileOf(dev);
-  const expected = f && !f.broken && f.instant ? f.instant : m.snapshotImage(dev);
+  const expected = f && !f.broken && f.instant ? f.instant.subarray(op.off, op.off + op.len) : m.snapshotRange(dev, op.off, op.len);
   const d = sameBytes(data, expected);
-  if (d >= 0) fail(`/dev/datto${minor} differs from the snapshot instant at byte ${d} (block ${Math.floor(d / BLK)})`);
+  if (d >= 0) fail(`/dev/datto${op.minor} differs from the snapshot instant at byte ${op.off + d} (block ${Math.floor((op.off + d) / BLK)})`);
 }
 
 /**

@@ -31,7 +31,7 @@ export type Op =
   | { t: 'remount'; ro: boolean }
   | { t: 'open'; minor: number }
   | { t: 'close'; minor: number }
-  | { t: 'read'; minor: number }
+  | { t: 'read'; minor: number; off: number; len: number }
   | { t: 'reboot' }
   | { t: 'crash' }
   | { t: 'fault'; kind: FaultKind; errno: number }
@@ -82,7 +82,7 @@ export function cycleOpArb(): fc.Arbitrary<Op> {
     w(12, fc.tuple(rangeArb(3 * BLK), fc.nat()).map(([r, seed]) => ({ t: 'write' as const, ...r, seed }))),
     w(1, rangeArb(3 * BLK).map((r) => ({ t: 'discard' as const, ...r }))),
     w(1, rangeArb(3 * BLK).map((r) => ({ t: 'zeroes' as const, ...r }))),
-    w(3, fc.constant({ t: 'read' as const, minor: 0 })),
+    w(3, rangeArb(128 * 1024).map((r) => ({ t: 'read' as const, minor: 0, ...r }))),
     w(1, fc.record({ t: fc.constant('unlink' as const), path: fc.constantFrom('/mnt/c0', '/mnt/c1', '/mnt/c2', '/mnt/c3') })),
   );
 }
@@ -108,7 +108,7 @@ export function opArb(): fc.Arbitrary<Op> {
     w(1, fc.record({ t: fc.constant('remount' as const), ro: fc.boolean() })),
     w(1, fc.record({ t: fc.constant('open' as const), minor: minorArb })),
     w(1, fc.record({ t: fc.constant('close' as const), minor: minorArb })),
-    w(4, fc.record({ t: fc.constant('read' as const), minor: minorArb })),
+    w(4, fc.tuple(minorArb, rangeArb(128 * 1024)).map(([minor, r]) => ({ t: 'read' as const, minor, ...r }))),
     w(1, fc.constant({ t: 'reboot' as const })),
     w(1, fc.constant({ t: 'crash' as const })),
     w(1, fc.record({ t: fc.constant('fault' as const), kind: fc.constantFrom<FaultKind>('cowWrite', 'fallocate', 'originRead'), errno: fc.constantFrom(ERRNO.EIO, ERRNO.ENOSPC, ERRNO.ENOMEM) })),
@@ -120,16 +120,26 @@ export function opArb(): fc.Arbitrary<Op> {
 
 let lastFill: { len: number; seed: number; data: Uint8Array } | undefined;
 
-/** Deterministic pseudo-random bytes (cached: model and emulator ask for the same data in turn). */
+/**
+ * Deterministic pseudo-random bytes: one 4 KiB page from the seed, repeated
+ * with the page number stamped into each copy (so misplaced blocks differ).
+ * Cached: the model and the emulator ask for the same data in turn.
+ */
 export function fill(len: number, seed: number): Uint8Array {
   if (lastFill && lastFill.len === len && lastFill.seed === seed) return lastFill.data.slice();
-  const words = new Uint32Array(Math.ceil(len / 4));
+  const page = new Uint32Array(1024);
   let x = (seed * 2654435761 + 7) >>> 0;
-  for (let i = 0; i < words.length; i++) {
+  for (let i = 0; i < page.length; i++) {
     x = (Math.imul(x, 1103515245) + 12345) >>> 0;
-    words[i] = x ^ (x >>> 15);
+    page[i] = x ^ (x >>> 15);
   }
-  const data = new Uint8Array(words.buffer, 0, len);
+  const pageBytes = new Uint8Array(page.buffer);
+  const data = new Uint8Array(len);
+  for (let off = 0, n = 0; off < len; off += 4096, n++) {
+    data.set(pageBytes.subarray(0, Math.min(4096, len - off)), off);
+    data[off] = (data[off] ?? 0) ^ (n & 0xff);
+    if (off + 1 < len) data[off + 1] = (data[off + 1] ?? 0) ^ (n >> 8);
+  }
   lastFill = { len, seed, data };
   return data.slice();
 }
@@ -165,39 +175,34 @@ function caught(f: () => void): number {
   }
 }
 
-/** Run one op against an Emulator (or anything with its API). */
+/** Run one op against an Emulator; ioctls use the errno form (`emu.raw`), as a C caller sees them. */
 export function applyReal(emu: Emulator, op: Op): RealResult {
-  const c = emu.ctl;
+  const c = emu.raw;
   switch (op.t) {
     case 'setup':
-      return { errno: caught(() => c.setupSnapshot({ minor: op.minor, bdev: op.bdev, cow: op.cow, fallocatedSpace: op.mib, cacheSize: op.cache })) };
+      return { errno: c.setupSnapshot({ minor: op.minor, bdev: op.bdev, cow: op.cow, fallocatedSpace: op.mib, cacheSize: op.cache }) };
     case 'reload':
-      return {
-        errno: caught(() =>
-          (op.snap ? c.reloadSnapshot.bind(c) : c.reloadIncremental.bind(c))({ minor: op.minor, bdev: op.bdev, cow: op.cow, cacheSize: 0 }),
-        ),
-      };
+      return { errno: c.reload({ minor: op.minor, bdev: op.bdev, cow: op.cow, cacheSize: 0 }, op.snap) };
     case 'destroy':
-      return { errno: caught(() => c.destroy(op.minor)) };
+      return { errno: c.destroy(op.minor) };
     case 'transInc':
-      return { errno: caught(() => c.transitionToIncremental(op.minor)) };
+      return { errno: c.transitionToIncremental(op.minor) };
     case 'transSnap':
-      return { errno: caught(() => c.transitionToSnapshot({ minor: op.minor, cow: op.cow, fallocatedSpace: op.mib })) };
+      return { errno: c.transitionToSnapshot({ minor: op.minor, cow: op.cow, fallocatedSpace: op.mib }) };
     case 'reconfigure':
-      return { errno: caught(() => c.reconfigure({ minor: op.minor, cacheSize: op.cache })) };
-    case 'info':
-      return { errno: caught(() => c.info(op.minor)) };
+      return { errno: c.reconfigure({ minor: op.minor, cacheSize: op.cache }) };
+    case 'info': {
+      const r = c.info(op.minor);
+      return { errno: typeof r === 'number' ? r : 0 };
+    }
     case 'getFree': {
-      let minor = -1;
-      const errno = caught(() => {
-        minor = c.getFreeMinor();
-      });
-      return { errno, minor };
+      const r = c.getFreeMinor();
+      return { errno: r.errno, minor: r.minor };
     }
     case 'expand':
-      return { errno: caught(() => c.expandCowFile({ minor: op.minor, size: op.mib })) };
+      return { errno: c.expandCowFile({ minor: op.minor, size: op.mib }) };
     case 'autoExpand':
-      return { errno: caught(() => c.reconfigureAutoExpand({ minor: op.minor, stepSize: op.step, reservedSpace: op.res })) };
+      return { errno: c.reconfigureAutoExpand({ minor: op.minor, stepSize: op.step, reservedSpace: op.res }) };
     case 'write':
       return { errno: caught(() => emu.write(CFG.vol, op.off, fill(op.len, op.seed))) };
     case 'discard':
@@ -217,7 +222,7 @@ export function applyReal(emu: Emulator, op: Op): RealResult {
     case 'read': {
       let data: Uint8Array | undefined;
       const errno = caught(() => {
-        data = emu.readSnapshot(op.minor, 0, CFG.sizeBytes);
+        data = emu.readSnapshot(op.minor, op.off, op.len);
       });
       return data ? { errno, data } : { errno };
     }

@@ -223,6 +223,21 @@ export class Model {
     apply();
   }
 
+  /** What /dev/datto<minor> must read at [off, off+len): saved blocks over the live volume. */
+  snapshotRange(d: DevRec, off: number, len: number): Uint8Array {
+    const out = this.live.slice(off, off + len);
+    const f = this.fileOf(d);
+    if (!f) return out;
+    for (let b = Math.floor(off / BLK); b * BLK < off + len; b++) {
+      const data = f.saved.get(b);
+      if (!data) continue;
+      const from = Math.max(off, b * BLK);
+      const to = Math.min(off + len, (b + 1) * BLK);
+      out.set(data.subarray(from - b * BLK, to - b * BLK), from - off);
+    }
+    return out;
+  }
+
   /** What /dev/datto<minor> must read now: saved blocks over the live volume. */
   snapshotImage(d: DevRec): Uint8Array {
     const img = this.live.slice();
