@@ -45,7 +45,19 @@ if (existsSync(runs)) {
     const dir = join(runs, d);
     if (statSync(dir).mtimeMs < started) continue;
     for (const f of readdirSync(dir).filter((x) => /^diff-stats-\d+\.json$/.test(x))) {
-      const s = JSON.parse(readFileSync(join(dir, f), 'utf8')) as { kernel: string; sequences: number; commands: number; ms: number; excluded: string[] };
+      const s = JSON.parse(readFileSync(join(dir, f), 'utf8')) as {
+        kernel: string;
+        sequences: number;
+        commands: number;
+        ms: number;
+        excluded: string[];
+        firstDivergence?: string;
+        timing?: Record<string, { n: number; kernel: number; emu: number; cmp: number }>;
+      };
+      if (s.firstDivergence) console.log(`first divergence (${dir}/${f}):\n${s.firstDivergence}`);
+      if (process.env.DBD_DIFF_TIMING && s.timing) {
+        for (const [k, v] of Object.entries(s.timing)) console.log(`  ${k}: n=${v.n} module ${(v.kernel / v.n).toFixed(0)} ms, emulator ${(v.emu / v.n).toFixed(0)} ms, compare ${(v.cmp / v.n).toFixed(0)} ms`);
+      }
       const k = perKernel.get(s.kernel) ?? { sequences: 0, commands: 0, ms: 0, excluded: s.excluded };
       k.sequences += s.sequences;
       k.commands += s.commands;
