@@ -7,12 +7,13 @@
 //
 //   DBD_BENCH_KERNELS=6.12  DBD_BENCH_REPS=3  DBD_BENCH_CASES=incremental  npm run bench
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { buildIoctlTool } from '../test/vm/lib/build.js';
-import { prepareKernels, type KernelName, KERNEL_NAMES } from '../test/vm/lib/kernels.js';
+import { prepareKernels, type KernelInfo, type KernelName, KERNEL_NAMES } from '../test/vm/lib/kernels.js';
+import { vmDir } from '../test/vm/lib/paths.js';
 import { parseSize } from '../test/vm/lib/qemu.js';
 import { discoverTests, filterTests } from '../test/vm/lib/suite.js';
 import { DEFAULT_PARAMS, type BenchParams } from './guest/params.js';
@@ -45,10 +46,48 @@ async function optionalBench(file: string): Promise<unknown> {
     const [name, fn] = fns[0] as [string, () => unknown];
     log(`${file}: calling ${name}()`);
     const result = await fn();
-    return { function: name, seconds: (Date.now() - t0) / 1000, result };
+    // a render*Section(result) export gives the module's own markdown
+    const render = Object.entries(mod).find(([k, v]) => typeof v === 'function' && /^render\w*Section$/.test(k));
+    let markdown: string | undefined;
+    if (render) {
+      try {
+        markdown = String((render[1] as (r: unknown) => unknown)(result));
+      } catch {
+        markdown = undefined;
+      }
+    }
+    return { function: name, seconds: (Date.now() - t0) / 1000, result, ...(markdown ? { markdown } : {}) };
   } catch (e) {
     return { error: `${file} failed: ${e instanceof Error ? e.message : String(e)}` };
   }
+}
+
+/** kernels.json from an earlier setup, when every file it names still exists */
+function cachedKernels(names: readonly KernelName[]): KernelInfo[] | null {
+  const file = join(vmDir(), 'kernels.json');
+  if (env.DBD_BENCH_SETUP === '1' || !existsSync(file)) return null;
+  const all = JSON.parse(readFileSync(file, 'utf8')) as KernelInfo[];
+  const out = names.map((n) => all.find((k) => k.name === n));
+  if (out.some((k) => !k || !existsSync(k.vmlinuz) || !existsSync(k.headers) || !existsSync(k.modules))) return null;
+  log(`kernels from ${file} (DBD_BENCH_SETUP=1 reruns test/vm/setup.sh): ${out.map((k) => `${k?.name} ${k?.kver}`).join(', ')}`);
+  return out as KernelInfo[];
+}
+
+/**
+ * The module measured: by default kernel/ as committed at HEAD (exported
+ * with git archive), so a benchmark never measures someone's half-edited
+ * working tree; DBD_BENCH_KERNEL_SRC=worktree uses kernel/ as it is.
+ */
+function kernelSource(): { dir: string; label: string } {
+  if (env.DBD_BENCH_KERNEL_SRC === 'worktree') return { dir: join(REPO, 'kernel'), label: 'working tree kernel/' };
+  const sha = execFileSync('git', ['-C', REPO, 'rev-parse', 'HEAD'], { encoding: 'utf8' }).trim();
+  const dest = join(vmDir(), 'bench-src', sha);
+  if (!existsSync(join(dest, 'kernel', 'Kbuild'))) {
+    mkdirSync(dest, { recursive: true });
+    execFileSync('sh', ['-c', `git -C "${REPO}" archive ${sha} kernel | tar -x -C "${dest}"`]);
+  }
+  const dirty = execFileSync('git', ['-C', REPO, 'status', '--porcelain', '--', 'kernel'], { encoding: 'utf8' }).trim();
+  return { dir: join(dest, 'kernel'), label: `kernel/ at commit ${sha.slice(0, 12)}${dirty ? ' (uncommitted changes in the working tree not included)' : ''}` };
 }
 
 function hostInfo(): BenchResults['host'] {
@@ -94,14 +133,16 @@ async function main(): Promise<void> {
   const out = env.DBD_BENCH_JSON ?? join(BENCH, 'results.json');
   const md = env.DBD_BENCH_MD ?? join(BENCH, 'RESULTS.md');
 
-  const ks = prepareKernels(kernels(), log);
+  const src = kernelSource();
+  log(`kernel module sources: ${src.label}`);
+  const ks = cachedKernels(kernels()) ?? prepareKernels(kernels(), log);
   const tool = buildIoctlTool();
   if (!tool.ok) log(`dbd-ioctl did not build:\n${tool.output}`);
   // diag*.vm.ts are diagnoses, run only when selected by name
   const all = (await discoverTests(join(BENCH, 'vm'))).filter((t) => env.DBD_BENCH_CASES || !t.file.includes('/diag'));
   const tests = filterTests(all, env.DBD_BENCH_CASES);
   const runs: VmBenchRun[] = await pool(ks, jobs, (k) =>
-    runKernelBench(k, tests, tool.ko, { smp, memMiB, diskBytes: parseSize(disk), timeoutS: num(env.DBD_BENCH_TIMEOUT, 900), params, keep: env.DBD_BENCH_KEEP === '1', verbose: env.DBD_BENCH_VERBOSE === '1' }, log),
+    runKernelBench(k, tests, tool.ko, { kernelSrc: src.dir, smp, memMiB, diskBytes: parseSize(disk), timeoutS: num(env.DBD_BENCH_TIMEOUT, 900), params, keep: env.DBD_BENCH_KEEP === '1', verbose: env.DBD_BENCH_VERBOSE === '1' }, log),
   );
 
   const bound = inflightBound(REPO);
@@ -132,6 +173,7 @@ async function main(): Promise<void> {
     reps: params.reps,
     wallSeconds: (Date.now() - t0) / 1000,
     kernels: reports,
+    moduleSource: src.label,
     emulator,
     updateImg,
     extraNotes: [],

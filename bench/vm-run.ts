@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { join } from 'node:path';
 import type { GuestConfig } from '../test/vm/guest/api.js';
 import type { CaseResult } from '../test/vm/guest/runner.js';
-import { buildDattobd, type BuildResult } from '../test/vm/lib/build.js';
+import { buildModule, type BuildResult } from '../test/vm/lib/build.js';
 import { bundleGuest } from '../test/vm/lib/bundle.js';
 import { buildInitramfs } from '../test/vm/lib/initramfs.js';
 import type { KernelInfo } from '../test/vm/lib/kernels.js';
@@ -19,6 +19,8 @@ import type { BenchParams } from './guest/params.js';
 import type { Sample } from './lib/types.js';
 
 export interface VmBenchOptions {
+  /** directory holding the module's sources (a Kbuild file) */
+  kernelSrc: string;
   smp: number;
   memMiB: number;
   diskBytes: number;
@@ -47,7 +49,7 @@ function runnerScript(configPath: string, bundle: string): string {
 }
 
 export async function runKernelBench(k: KernelInfo, tests: TestFile[], tool: string | null, o: VmBenchOptions, log: (s: string) => void): Promise<VmBenchRun> {
-  const build = buildDattobd(k);
+  const build = buildModule(k, o.kernelSrc, 'bench-dattobd', 'dattobd.ko');
   const problems: string[] = [];
   const res: VmBenchRun = { kernel: k, build, samples: [], cases: [], problems, bootSeconds: 0 };
   if (!build.ok) {

@@ -101,10 +101,15 @@ function summaryTable(r: BenchResults): string {
 }
 
 function collectedSection(r: BenchResults): string {
-  const part = (name: string, v: unknown): string =>
-    v === undefined
-      ? `${name}: module not present, not measured.`
-      : `${name} (called by npm run bench):\n\n\`\`\`json\n${JSON.stringify(v, null, 2)}\n\`\`\``;
+  const part = (name: string, v: unknown): string => {
+    if (v === undefined) return `${name}: not present or not selected, not measured.`;
+    const md = (v as { markdown?: unknown }).markdown;
+    if (typeof md === 'string') {
+      // the module's own rendering, one heading level down
+      return `${name} (called by npm run bench in the same run):\n\n${md.replace(/^## /gm, '### ').trimEnd()}`;
+    }
+    return `${name} (called by npm run bench):\n\n\`\`\`json\n${JSON.stringify(v, null, 2)}\n\`\`\``;
+  };
   return ['## Collected by npm run bench: emulator and update-img', '', part('bench/emulator.ts', r.emulator), '', part('bench/update-img.ts', r.updateImg), ''].join('\n');
 }
 
@@ -119,6 +124,7 @@ export function renderResultsMd(r: BenchResults, previous: string): string {
     '## Kernel driver: overhead against the raw device',
     '',
     `Run ${r.date}, wall time ${r.wallSeconds.toFixed(0)} s, ${r.parallelBoots === 1 ? 'one guest at a time' : `${r.parallelBoots} guests in parallel`}.`,
+    `Module measured: ${r.moduleSource}.`,
     `Host: ${r.host.cpus} × ${r.host.model}, Node ${r.host.node}, ${r.host.qemu}.`,
     `Guest: QEMU **TCG** (no KVM), ${r.guest.smp} vCPUs, ${r.guest.memMiB} MiB, one dedicated disk: ${r.guest.disk}; ext4 (no lazy init) on the whole disk, a 1 GiB data file written once.`,
     '',

@@ -57,6 +57,8 @@ export interface BenchResults {
   reps: number;
   wallSeconds: number;
   kernels: KernelReport[];
+  /** which kernel/ sources were built and measured */
+  moduleSource: string;
   emulator?: unknown;
   updateImg?: unknown;
   extraNotes: string[];
