@@ -7,43 +7,41 @@
  *   DBD_DIFF_RUNS=200 DBD_DIFF_SEED=42 npx tsx test/differential/run-vm-diff.ts
  *
  * The VM harness does not pass the host's environment into the guest, so the
- * DBD_DIFF_* variables are written to <DBD_VM_DIR>/diff-params.json for the
- * duration of the run (removed afterwards). Other DBD_VM_* variables (kernels,
- * timeouts) are passed to the harness as usual.
+ * DBD_DIFF_* variables are written to <DBD_VM_DIR>/diff-params-<pid>.json
+ * (pid of the harness process, which names the run directories; other
+ * concurrent runs never read it), removed afterwards. Other DBD_VM_*
+ * variables (kernels, timeouts) are passed to the harness as usual.
  */
-import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const repo = resolve(fileURLToPath(new URL('.', import.meta.url)), '..', '..');
 const vmDir = resolve(process.env.DBD_VM_DIR ?? join(process.env.TMPDIR ?? '/tmp', 'dattobd-vm'));
-const paramsFile = join(vmDir, 'diff-params.json');
 const params: Record<string, string> = {};
 for (const k of ['DBD_DIFF_RUNS', 'DBD_DIFF_SEED', 'DBD_DIFF_PATH', 'DBD_DIFF_MIN', 'DBD_DIFF_MAX']) {
   const v = process.env[k];
   if (v !== undefined) params[k] = v;
 }
-const started = Date.now();
+// node --import tsx runs main.ts in the child process itself: its pid names the run dirs
+const child = spawn(process.execPath, ['--import', 'tsx', 'test/vm/main.ts'], {
+  cwd: repo,
+  stdio: 'inherit',
+  env: { DBD_VM_SELFTEST: '0', ...process.env, DBD_VM_TESTS: process.env.DBD_VM_TESTS ?? 'diff-model', DBD_VM_KEEP: '1' },
+});
+const pid = child.pid;
+const paramsFile = join(vmDir, `diff-params-${pid}.json`);
 writeFileSync(paramsFile, JSON.stringify(params) + '\n');
-let status = 1;
-try {
-  const r = spawnSync('npx', ['tsx', 'test/vm/main.ts'], {
-    cwd: repo,
-    stdio: 'inherit',
-    env: { DBD_VM_SELFTEST: '0', ...process.env, DBD_VM_TESTS: process.env.DBD_VM_TESTS ?? 'diff-model', DBD_VM_KEEP: '1' },
-  });
-  status = r.status ?? 1;
-} finally {
-  rmSync(paramsFile, { force: true });
-}
+const status = await new Promise<number>((res) => child.on('exit', (code) => res(code ?? 1)));
+rmSync(paramsFile, { force: true });
 
 const runs = join(vmDir, 'runs');
 const perKernel = new Map<string, { sequences: number; commands: number; ms: number; excluded: string[] }>();
 if (existsSync(runs)) {
   for (const d of readdirSync(runs)) {
     const dir = join(runs, d);
-    if (statSync(dir).mtimeMs < started) continue;
+    if (!d.endsWith(`-${pid}`)) continue;
     for (const f of readdirSync(dir).filter((x) => /^diff-stats-\d+\.json$/.test(x))) {
       const s = JSON.parse(readFileSync(join(dir, f), 'utf8')) as {
         kernel: string;

@@ -11,7 +11,7 @@
 // to the tail (test region 160 blocks + a 512-block overflow zone only
 // written by cowFull), so both sides see exactly the same traced writes.
 //
-// Parameters (env in the guest, or <DBD_VM_DIR>/diff-params.json written by
+// Parameters (env in the guest, or <DBD_VM_DIR>/diff-params-<pid>.json written by
 // test/differential/run-vm-diff.ts, since the harness does not pass the
 // host's environment): DBD_DIFF_RUNS (sequences per kernel, default 100,
 // spread over the ten cases below), DBD_DIFF_SEED, DBD_DIFF_PATH,
@@ -36,9 +36,15 @@ interface DiffParams {
 }
 
 function params(t: VmContext): DiffParams {
+  // the file of the host process that started this boot (run dir <kernel>-<label>-<pid>)
   let file: Record<string, unknown> = {};
-  const f = join(t.config.vmDir, 'diff-params.json');
-  if (existsSync(f)) file = JSON.parse(readFileSync(f, 'utf8')) as Record<string, unknown>;
+  const pid = /-(\d+)$/.exec(t.config.runDir)?.[1];
+  const f = join(t.config.vmDir, `diff-params-${pid ?? 'none'}.json`);
+  try {
+    if (existsSync(f)) file = JSON.parse(readFileSync(f, 'utf8')) as Record<string, unknown>;
+  } catch {
+    file = {};
+  }
   const get = (k: string): string | undefined => process.env[k] ?? (file[k] === undefined ? undefined : String(file[k]));
   const int = (k: string, d: number): number => {
     const v = Number(get(k));
@@ -100,6 +106,13 @@ async function batch(t: VmContext, index: number): Promise<void> {
   const hooks = probeMountHooks(t, kw, cfg);
   const exclude: CmdKind[] = hooks ? [] : ['mount', 'umount', 'remount', 'reboot'];
   t.log(`mount hooks ${hooks ? 'work' : 'missing: mount/umount/remount/reboot left out of the model (TODO)'}`);
+  // discard needs a loop device that supports it (the guest's tmpfs-backed loop may not)
+  const dv = cfg.vols[0]!;
+  const disc = t.run(['blkdiscard', '-o', String(dv.fsBytes), '-l', '4096', dv.dev], { allowFail: true });
+  if (disc.code !== 0) {
+    exclude.push('discard');
+    t.log(`blkdiscard on ${dv.dev} fails here (${disc.stderr.trim()}): discard left out of the model`);
+  }
 
   const stats = {
     kernel: t.kernel.kver,
@@ -187,7 +200,7 @@ async function batch(t: VmContext, index: number): Promise<void> {
   };
 
   const budget = deadline - Date.now();
-  const fcParams: fc.Parameters<[Cmd[], number]> = { numRuns: count, interruptAfterTimeLimit: budget };
+  const fcParams: fc.Parameters<[Cmd[], number]> = { numRuns: count, interruptAfterTimeLimit: budget, includeErrorInReport: true };
   if (p.seed !== undefined) fcParams.seed = p.seed + index;
   if (p.path !== undefined) fcParams.path = p.path;
   try {
