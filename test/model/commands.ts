@@ -64,7 +64,7 @@ function rangeArb(maxLen: number): fc.Arbitrary<{ off: number; len: number }> {
     });
 }
 
-const ioLen = fc.oneof({ weight: 12, arbitrary: fc.constant(3 * BLK) }, { weight: 1, arbitrary: fc.constant(256 * 1024) });
+const ioLen = fc.oneof({ weight: 12, arbitrary: fc.constant(3 * BLK) }, { weight: 1, arbitrary: fc.constant(64 * 1024) });
 
 const w = <T>(weight: number, arbitrary: fc.Arbitrary<T>): { weight: number; arbitrary: fc.Arbitrary<T> } => ({ weight, arbitrary });
 
@@ -82,7 +82,7 @@ export function cycleOpArb(): fc.Arbitrary<Op> {
     w(12, fc.tuple(rangeArb(3 * BLK), fc.nat()).map(([r, seed]) => ({ t: 'write' as const, ...r, seed }))),
     w(1, rangeArb(3 * BLK).map((r) => ({ t: 'discard' as const, ...r }))),
     w(1, rangeArb(3 * BLK).map((r) => ({ t: 'zeroes' as const, ...r }))),
-    w(3, rangeArb(128 * 1024).map((r) => ({ t: 'read' as const, minor: 0, ...r }))),
+    w(3, rangeArb(64 * 1024).map((r) => ({ t: 'read' as const, minor: 0, ...r }))),
     w(1, fc.record({ t: fc.constant('unlink' as const), path: fc.constantFrom('/mnt/c0', '/mnt/c1', '/mnt/c2', '/mnt/c3') })),
   );
 }
@@ -108,7 +108,7 @@ export function opArb(): fc.Arbitrary<Op> {
     w(1, fc.record({ t: fc.constant('remount' as const), ro: fc.boolean() })),
     w(1, fc.record({ t: fc.constant('open' as const), minor: minorArb })),
     w(1, fc.record({ t: fc.constant('close' as const), minor: minorArb })),
-    w(4, fc.tuple(minorArb, rangeArb(128 * 1024)).map(([minor, r]) => ({ t: 'read' as const, minor, ...r }))),
+    w(4, fc.tuple(minorArb, rangeArb(64 * 1024)).map(([minor, r]) => ({ t: 'read' as const, minor, ...r }))),
     w(1, fc.constant({ t: 'reboot' as const })),
     w(1, fc.constant({ t: 'crash' as const })),
     w(1, fc.record({ t: fc.constant('fault' as const), kind: fc.constantFrom<FaultKind>('cowWrite', 'fallocate', 'originRead'), errno: fc.constantFrom(ERRNO.EIO, ERRNO.ENOSPC, ERRNO.ENOMEM) })),
@@ -123,10 +123,11 @@ let lastFill: { len: number; seed: number; data: Uint8Array } | undefined;
 /**
  * Deterministic pseudo-random bytes: one 4 KiB page from the seed, repeated
  * with the page number stamped into each copy (so misplaced blocks differ).
- * Cached: the model and the emulator ask for the same data in turn.
+ * Cached: the model and the emulator ask for the same data in turn (callers
+ * must not modify the returned array).
  */
 export function fill(len: number, seed: number): Uint8Array {
-  if (lastFill && lastFill.len === len && lastFill.seed === seed) return lastFill.data.slice();
+  if (lastFill && lastFill.len === len && lastFill.seed === seed) return lastFill.data;
   const page = new Uint32Array(1024);
   let x = (seed * 2654435761 + 7) >>> 0;
   for (let i = 0; i < page.length; i++) {
@@ -141,7 +142,7 @@ export function fill(len: number, seed: number): Uint8Array {
     if (off + 1 < len) data[off + 1] = (data[off + 1] ?? 0) ^ (n >> 8);
   }
   lastFill = { len, seed, data };
-  return data.slice();
+  return data;
 }
 
 /** A fresh emulated world matching the model's initial state. */

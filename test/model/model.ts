@@ -16,12 +16,12 @@ export const BLK = 4096;
 export const CFG = {
   vol: '/dev/vda',
   mnt: '/mnt',
-  sizeBytes: 2 * MIB,
+  sizeBytes: MIB / 2,
   /** Free space of the volume's filesystem when empty. */
   fsBytes: 8 * MIB,
   maxMinors: 4,
   pct: 10,
-  /** Geometry of a 2 MiB volume (SPEC §2.1): 512 blocks, 1 section. */
+  /** Geometry of a 512 KiB volume (SPEC §2.1): 128 blocks, 1 section. */
   dataOffset: 4096 + 32768,
   firstDataBlk: 9,
 } as const;
