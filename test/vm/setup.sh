@@ -9,6 +9,7 @@
 #   DBD_VM_DIR        cache/work directory
 #   DBD_VM_KERNELS    comma list of kernels to prepare (default: 6.1,6.12,6.12-rt)
 #   DBD_VM_NO_APT=1   do not run apt-get install for tools (fail if missing)
+#   DBD_VM_REFRESH=1  re-resolve the newest kernels even if kernels.json is recent
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
@@ -128,6 +129,21 @@ prepare_kernel() {
   log "$name: $kver unpacked in $root"
   echo "$kver"
 }
+
+# Fast path: kernels resolved less than DBD_VM_REFRESH_HOURS (default 24) ago and all
+# unpacked: skip the apt queries (DBD_VM_REFRESH=1 forces a new resolution).
+if [ "${DBD_VM_REFRESH:-0}" != 1 ] && [ "$KERNELS" = "6.1,6.12,6.12-rt" ] && [ -f "$VM_DIR/kernels.json" ] &&
+   [ -z "$(find "$VM_DIR/kernels.json" -mmin +$(( ${DBD_VM_REFRESH_HOURS:-24} * 60 )) 2>/dev/null)" ]; then
+  fresh=1
+  for k in $(grep -o '"kver":"[^"]*"' "$VM_DIR/kernels.json" | cut -d'"' -f4); do
+    [ -f "$VM_DIR/kernels/$k/.complete" ] || fresh=0
+  done
+  if [ "$fresh" = 1 ]; then
+    grep -o '"name":"[^"]*","kver":"[^"]*"' "$VM_DIR/kernels.json" | sed -E 's/"name":"([^"]*)","kver":"([^"]*)"/kernel \1: \2 (resolved <24 h ago; DBD_VM_REFRESH=1 re-resolves)/'
+    echo "kernels.json: $VM_DIR/kernels.json"
+    exit 0
+  fi
+fi
 
 ensure_apt_index
 json="["
