@@ -52,6 +52,11 @@ export function checkCommand(m: Model, emu: Emulator, op: Op, real: RealResult, 
     if (r.state !== md.state || r.error !== md.error) {
       fail(`minor ${i}: emulator state ${r.state} error ${r.error}, model state ${md.state} error ${md.error}`);
     }
+    const f = (md.state & 4) === 0 ? m.fileOf(md) : undefined;
+    if (f && md.error === 0) {
+      if (r.nrChangedBlocks !== f.nonzero.size) fail(`minor ${i}: nr_changed_blocks ${r.nrChangedBlocks}, model ${f.nonzero.size}`);
+      if (r.fallocSize !== f.fsize) fail(`minor ${i}: COW file size ${r.fallocSize}, model ${f.fsize}`);
+    }
     const p = procByMinor.get(i);
     if (!p || p.state !== md.state || (p.error ?? 0) !== md.error) fail(`minor ${i}: /proc disagrees with info`);
   }

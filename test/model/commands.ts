@@ -69,9 +69,9 @@ const ioLen = fc.oneof({ weight: 12, arbitrary: fc.constant(3 * BLK) }, { weight
 const w = <T>(weight: number, arbitrary: fc.Arbitrary<T>): { weight: number; arbitrary: fc.Arbitrary<T> } => ({ weight, arbitrary });
 
 /**
- * Backup cycles only (minor 0, no faults, mounts or crashes): setup,
- * transitions both ways, I/O and snapshot reads — drives long
- * snapshot → incremental → snapshot chains.
+ * Backup cycles only (minor 0, no faults or crashes): setup, transitions
+ * both ways, I/O, snapshot reads and unmount/mount (dormant periods) —
+ * drives long snapshot → incremental → snapshot chains.
  */
 export function cycleOpArb(): fc.Arbitrary<Op> {
   const cow = cowNameArb.map((n) => CFG.mnt + n);
@@ -84,6 +84,9 @@ export function cycleOpArb(): fc.Arbitrary<Op> {
     w(1, rangeArb(3 * BLK).map((r) => ({ t: 'zeroes' as const, ...r }))),
     w(3, rangeArb(64 * 1024).map((r) => ({ t: 'read' as const, minor: 0, ...r }))),
     w(1, fc.record({ t: fc.constant('unlink' as const), path: fc.constantFrom('/mnt/c0', '/mnt/c1', '/mnt/c2', '/mnt/c3') })),
+    w(1, fc.constant({ t: 'umount' as const })),
+    w(1, fc.constant({ t: 'mount' as const, ro: false })),
+    w(1, fc.record({ t: fc.constant('remount' as const), ro: fc.boolean() })),
   );
 }
 

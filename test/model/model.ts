@@ -42,6 +42,8 @@ export interface FileRec {
   saved: Map<number, Uint8Array>;
   /** Blocks written since the series' snapshot instant (tracked into this file). */
   changed: Set<number>;
+  /** Index entries that are non-zero (nr_changed_blocks counts them). */
+  nonzero: Set<number>;
   /** A write happened that this file did not track: its contents no longer describe "since the instant". */
   broken: boolean;
   /** Volume image at the snapshot instant of this file's series. */
@@ -182,6 +184,7 @@ export class Model {
       f.size = end;
     }
     f.saved.set(b, data);
+    f.nonzero.add(b);
     return true;
   }
 
@@ -203,6 +206,7 @@ export class Model {
       const active = (d.state & ACTIVE) !== 0;
       if (f) for (let b = first; b <= last; b++) f.changed.add(b);
       if (active && f) {
+        if ((d.state & SNAP) === 0) for (let b = first; b <= last; b++) f.nonzero.add(b);
         if ((d.state & SNAP) !== 0) {
           for (let b = first; b <= last; b++) {
             if (f.saved.has(b)) continue;
@@ -276,6 +280,7 @@ export class Model {
       indexOnly: false,
       saved: new Map(),
       changed: new Set(),
+      nonzero: new Set(),
       broken: false,
       instant: this.live.slice(),
     });
@@ -462,6 +467,8 @@ export class Model {
         const data = d.pendSnap.get(b);
         if (data && !this.append(d, f, b, data)) break;
       }
+    } else {
+      for (const b of d.pendInc) f.nonzero.add(b);
     }
     d.pendSnap.clear();
     d.pendInc.clear();
