@@ -267,7 +267,7 @@ export function runOnEmulator(e: Emulator, cfg: WorldConfig, c: Cmd): { outcome:
         const dev = e.world.devices[c.minor];
         const v = cfg.vols.find((x) => x.dev === dev?.vol?.path);
         if (c.minor >= cfg.maxDevices || !dev?.hasDisk || !v) throw new DriverError(ERRNO.ENOENT, 'read', 'no snapshot device');
-        return sha(e.readSnapshot(c.minor, regionOffset(v, 0), (cfg.regionBlocks + cfg.overflowBlocks) * BLOCK));
+        return sha(e.readSnapshot(c.minor, regionOffset(v, 0), cfg.regionBlocks * BLOCK));
       });
     case 'open':
       return outcomeOf(() => {

@@ -138,7 +138,7 @@ export class KernelWorld {
           if (c.minor >= cfg.maxDevices || !existsSync(path)) throw new DriverError(ERRNO.ENOENT, 'read', `${path} does not exist`);
           dropCaches();
           try {
-            return sha(readAt(path, regionOffset(v, 0), (cfg.regionBlocks + cfg.overflowBlocks) * BLOCK));
+            return sha(readAt(path, regionOffset(v, 0), cfg.regionBlocks * BLOCK));
           } catch (e) {
             errnoError(e);
           }

@@ -14,7 +14,7 @@
 // Parameters (env in the guest, or <DBD_VM_DIR>/diff-params-<pid>.json written by
 // test/differential/run-vm-diff.ts, since the harness does not pass the
 // host's environment): DBD_DIFF_RUNS (sequences per kernel, default 100,
-// spread over the ten cases below), DBD_DIFF_SEED, DBD_DIFF_PATH,
+// spread over the twenty cases below), DBD_DIFF_SEED, DBD_DIFF_PATH,
 // DBD_DIFF_MIN / DBD_DIFF_MAX (commands per sequence, default 20..50).
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -25,7 +25,7 @@ import { Comparator, Divergence } from '../../differential/vm-compare.js';
 import { KernelWorld } from '../../differential/vm-kernel.js';
 import { loopVolume } from '../../differential/vm-world.js';
 
-const BATCHES = 10;
+const BATCHES = 20;
 
 interface DiffParams {
   runs: number;
@@ -224,33 +224,63 @@ async function batch(t: VmContext, index: number): Promise<void> {
   }
 }
 
-export async function sequences0(t: VmContext): Promise<void> {
+export async function sequences00(t: VmContext): Promise<void> {
   await batch(t, 0);
 }
-export async function sequences1(t: VmContext): Promise<void> {
+export async function sequences01(t: VmContext): Promise<void> {
   await batch(t, 1);
 }
-export async function sequences2(t: VmContext): Promise<void> {
+export async function sequences02(t: VmContext): Promise<void> {
   await batch(t, 2);
 }
-export async function sequences3(t: VmContext): Promise<void> {
+export async function sequences03(t: VmContext): Promise<void> {
   await batch(t, 3);
 }
-export async function sequences4(t: VmContext): Promise<void> {
+export async function sequences04(t: VmContext): Promise<void> {
   await batch(t, 4);
 }
-export async function sequences5(t: VmContext): Promise<void> {
+export async function sequences05(t: VmContext): Promise<void> {
   await batch(t, 5);
 }
-export async function sequences6(t: VmContext): Promise<void> {
+export async function sequences06(t: VmContext): Promise<void> {
   await batch(t, 6);
 }
-export async function sequences7(t: VmContext): Promise<void> {
+export async function sequences07(t: VmContext): Promise<void> {
   await batch(t, 7);
 }
-export async function sequences8(t: VmContext): Promise<void> {
+export async function sequences08(t: VmContext): Promise<void> {
   await batch(t, 8);
 }
-export async function sequences9(t: VmContext): Promise<void> {
+export async function sequences09(t: VmContext): Promise<void> {
   await batch(t, 9);
+}
+export async function sequences10(t: VmContext): Promise<void> {
+  await batch(t, 10);
+}
+export async function sequences11(t: VmContext): Promise<void> {
+  await batch(t, 11);
+}
+export async function sequences12(t: VmContext): Promise<void> {
+  await batch(t, 12);
+}
+export async function sequences13(t: VmContext): Promise<void> {
+  await batch(t, 13);
+}
+export async function sequences14(t: VmContext): Promise<void> {
+  await batch(t, 14);
+}
+export async function sequences15(t: VmContext): Promise<void> {
+  await batch(t, 15);
+}
+export async function sequences16(t: VmContext): Promise<void> {
+  await batch(t, 16);
+}
+export async function sequences17(t: VmContext): Promise<void> {
+  await batch(t, 17);
+}
+export async function sequences18(t: VmContext): Promise<void> {
+  await batch(t, 18);
+}
+export async function sequences19(t: VmContext): Promise<void> {
+  await batch(t, 19);
 }
