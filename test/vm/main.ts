@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { join, resolve } from 'node:path';
 import type { GuestConfig } from './guest/api.js';
 import type { CaseResult } from './guest/runner.js';
-import { buildDattobd, buildFixture, buildIoctlTool, type BuildResult } from './lib/build.js';
+import { buildDattobdAsync, buildFixtureAsync, buildIoctlTool, type BuildResult } from './lib/build.js';
 import { bundleGuest, remapStack } from './lib/bundle.js';
 import { buildInitramfs } from './lib/initramfs.js';
 import { HarnessError, prepareKernels, selectedKernelNames, type KernelInfo } from './lib/kernels.js';
@@ -316,9 +316,10 @@ async function main(): Promise<void> {
   const tool = buildIoctlTool();
   if (!tool.ok) record({ kernel: 'host', name: 'build dbd-ioctl tool', status: 'failed', ms: 0, error: tool.output });
 
-  const builds: KernelBuild[] = [];
-  for (const k of kernels) {
-    const dattobd = buildDattobd(k);
+  // builds run one after another (make -j2 already uses both cores); a kernel
+  // boots as soon as its own build is done, at most DBD_VM_JOBS boots at once
+  const buildKernel = async (k: KernelInfo): Promise<KernelBuild> => {
+    const dattobd = await buildDattobdAsync(k);
     record({
       kernel: k.name,
       name: `build kernel/ → dattobd.ko (KCFLAGS=-Werror)${dattobd.cached ? ', unchanged sources: cached' : ''}`,
@@ -326,17 +327,16 @@ async function main(): Promise<void> {
       ms: dattobd.seconds * 1000,
       ...(dattobd.ok ? {} : { error: dattobd.output }),
     });
-    const hello = buildFixture(k, 'hello-module');
-    const broken = buildFixture(k, 'broken-module');
+    const hello = await buildFixtureAsync(k, 'hello-module');
+    const broken = await buildFixtureAsync(k, 'broken-module');
     if (!hello.ok) record({ kernel: k.name, name: 'build fixture hello-module', status: 'failed', ms: 0, error: hello.output });
-    builds.push({ kernel: k, dattobd, hello, broken, initramfs: buildInitramfs(k) });
-  }
-  log(`builds ready after ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    return { kernel: k, dattobd, hello, broken, initramfs: buildInitramfs(k) };
+  };
 
   if (opts.shell) {
-    const first = builds[0];
+    const first = kernels[0];
     if (!first) throw new HarnessError('no kernel selected', 'set DBD_VM_KERNELS');
-    process.exitCode = await shellMode(first, tool.ko, opts.shell);
+    process.exitCode = await shellMode(await buildKernel(first), tool.ko, opts.shell);
     return;
   }
 
@@ -345,8 +345,19 @@ async function main(): Promise<void> {
   if (!tests.length) {
     record({ kernel: 'host', name: 'select VM tests', status: 'failed', ms: 0, error: `no VM test matches DBD_VM_TESTS=${env.DBD_VM_TESTS ?? ''}` });
   }
+  let chain: Promise<unknown> = Promise.resolve();
+  const built = kernels.map((k) => {
+    const p = chain.then(() => buildKernel(k));
+    chain = p.catch(() => undefined);
+    return p;
+  });
   const jobs: Array<() => Promise<void>> = [];
-  for (const kb of builds) if (tests.length || opts.selftest) jobs.push(() => kernelRun(kb, tests, tool.ko));
+  kernels.forEach((_, i) => {
+    jobs.push(async () => {
+      const kb = await (built[i] as Promise<KernelBuild>);
+      if (tests.length || opts.selftest) await kernelRun(kb, tests, tool.ko);
+    });
+  });
   await pool(jobs, opts.jobs, (j) => j());
   log(`\nboot times: ${bootTimes.map((b) => `${b.kernel}/${b.boot} ${b.seconds.toFixed(1)} s`).join(', ')}`);
   log(`VM suite wall time: ${((Date.now() - t0) / 1000).toFixed(1)} s`);

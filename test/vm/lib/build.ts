@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-only
 // Build step: out-of-tree module builds per kernel (warnings are errors) in
 // private copies under $DBD_VM_DIR/build/<kernel>/, and the dbd-ioctl tool.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
@@ -35,14 +35,19 @@ function treeHash(dir: string, extra: string): string {
 
 const BUILD_PRODUCT = /\.(o|ko|mod|mod\.c|cmd|a|order|symvers)$|\/\.tmp_versions|\/\.[^/]*\.cmd$/;
 
-/**
- * Build the module in `srcDir` (a directory with a Kbuild file) against one
- * kernel's headers. The sources are copied to a private directory
- * ($DBD_VM_DIR/build/<kernel>/<label>-<source hash>) so parallel builds, and
- * other processes using the same $DBD_VM_DIR, never share or delete each
- * other's objects. A finished build of identical sources is reused.
- */
-export function buildModule(k: KernelInfo, srcDir: string, label: string, koName: string): BuildResult {
+interface Prepared {
+  t0: number;
+  base: string;
+  dir: string;
+  tmp: string;
+  ko: string;
+  koName: string;
+  label: string;
+  args: string[];
+}
+
+/** Cache lookup and private copy of the sources; a BuildResult when nothing is to be built. */
+function prepare(k: KernelInfo, srcDir: string, label: string, koName: string): Prepared | BuildResult {
   const t0 = Date.now();
   if (!existsSync(srcDir)) {
     return { ok: false, ko: null, seconds: 0, output: `source directory ${srcDir} does not exist`, cached: false };
@@ -59,39 +64,75 @@ export function buildModule(k: KernelInfo, srcDir: string, label: string, koName
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp, { recursive: true });
   cpSync(srcDir, tmp, { recursive: true, filter: (src) => !BUILD_PRODUCT.test(src) });
-  const r = spawnSync(
-    'make',
-    ['-C', k.headers, `M=${tmp}`, ...flags, `-j${process.env.DBD_VM_MAKE_JOBS ?? '2'}`, 'modules'],
-    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 << 20 },
-  );
-  const output = `${r.stdout ?? ''}${r.stderr ?? ''}`;
-  const seconds = (Date.now() - t0) / 1000;
-  let fail: string | null = null;
-  if (r.status !== 0 || !existsSync(join(tmp, koName))) fail = output.trim() || `make exited ${r.status ?? r.signal}`;
-  // -Werror covers the compiler; modpost and kbuild warnings are failures too
-  else if (/\bWARNING:|warning:/.test(r.stderr ?? '')) fail = `warnings are errors:\n${output.trim()}`;
-  if (fail) {
-    rmSync(tmp, { recursive: true, force: true });
-    return { ok: false, ko: null, seconds, output: fail, cached: false };
-  }
-  writeFileSync(join(tmp, '.ok'), output);
-  try {
-    renameSync(tmp, dir);
-  } catch {
-    // another process finished the same build first: use its result
-    rmSync(tmp, { recursive: true, force: true });
-  }
-  pruneOld(base, label, dir);
-  return { ok: true, ko, seconds, output, cached: false };
+  const args = ['-C', k.headers, `M=${tmp}`, ...flags, `-j${process.env.DBD_VM_MAKE_JOBS ?? '2'}`, 'modules'];
+  return { t0, base, dir, tmp, ko, koName, label, args };
 }
 
-/** Remove older builds of the same label (keep the newest few: other runs may use them). */
+function finish(p: Prepared, status: number | null, stdout: string, stderr: string): BuildResult {
+  const output = `${stdout}${stderr}`;
+  const seconds = (Date.now() - p.t0) / 1000;
+  let fail: string | null = null;
+  if (status !== 0 || !existsSync(join(p.tmp, p.koName))) fail = output.trim() || `make exited ${status}`;
+  // -Werror covers the compiler; modpost and kbuild warnings are failures too
+  else if (/\bWARNING:|warning:/.test(stderr)) fail = `warnings are errors:\n${output.trim()}`;
+  if (fail) {
+    rmSync(p.tmp, { recursive: true, force: true });
+    return { ok: false, ko: null, seconds, output: fail, cached: false };
+  }
+  writeFileSync(join(p.tmp, '.ok'), output);
+  try {
+    renameSync(p.tmp, p.dir);
+  } catch {
+    // another process finished the same build first: use its result
+    rmSync(p.tmp, { recursive: true, force: true });
+  }
+  pruneOld(p.base, p.label, p.dir);
+  return { ok: true, ko: p.ko, seconds, output, cached: false };
+}
+
+/**
+ * Build the module in `srcDir` (a directory with a Kbuild file) against one
+ * kernel's headers. The sources are copied to a private directory
+ * ($DBD_VM_DIR/build/<kernel>/<label>-<source hash>) so parallel builds, and
+ * other processes using the same $DBD_VM_DIR, never share or delete each
+ * other's objects. A finished build of identical sources is reused.
+ */
+export function buildModule(k: KernelInfo, srcDir: string, label: string, koName: string): BuildResult {
+  const p = prepare(k, srcDir, label, koName);
+  if ('ok' in p) return p;
+  const r = spawnSync('make', p.args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 << 20 });
+  return finish(p, r.status, r.stdout ?? '', r.stderr ?? '');
+}
+
+/** buildModule without blocking the event loop (boots of other kernels keep running). */
+export async function buildModuleAsync(k: KernelInfo, srcDir: string, label: string, koName: string): Promise<BuildResult> {
+  const p = prepare(k, srcDir, label, koName);
+  if ('ok' in p) return p;
+  const child = spawn('make', p.args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
+  child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+  const status = await new Promise<number | null>((res) => {
+    child.on('error', (e) => {
+      stderr += `cannot run make: ${e.message}\n`;
+      res(null);
+    });
+    child.on('close', (code) => res(code));
+  });
+  return finish(p, status, stdout, stderr);
+}
+
+/**
+ * Remove older builds of the same label: keep the newest three, and anything
+ * younger than an hour (another run may still boot with it).
+ */
 function pruneOld(base: string, label: string, keep: string): void {
   const olds = readdirSync(base)
     .filter((n) => n.startsWith(`${label}-`) && !n.includes('.tmp') && join(base, n) !== keep)
     .map((n) => ({ p: join(base, n), t: statSync(join(base, n)).mtimeMs }))
     .sort((a, b) => b.t - a.t);
-  for (const o of olds.slice(3)) rmSync(o.p, { recursive: true, force: true });
+  for (const o of olds.slice(3)) if (Date.now() - o.t > 3600_000) rmSync(o.p, { recursive: true, force: true });
 }
 
 /** The project's module: kernel/ → dattobd.ko. */
@@ -106,6 +147,19 @@ export function buildDattobd(k: KernelInfo): BuildResult {
 export function buildFixture(k: KernelInfo, name: 'hello-module' | 'broken-module'): BuildResult {
   const ko = name === 'hello-module' ? 'hello.ko' : 'broken.ko';
   return buildModule(k, join(VM_TEST_DIR, 'fixtures', name), name, ko);
+}
+
+export async function buildDattobdAsync(k: KernelInfo): Promise<BuildResult> {
+  const src = join(REPO, 'kernel');
+  if (!existsSync(join(src, 'Kbuild')) && !existsSync(join(src, 'Makefile'))) {
+    return { ok: false, ko: null, seconds: 0, output: `kernel/Kbuild not found in ${src}: the module has not been written yet`, cached: false };
+  }
+  return buildModuleAsync(k, src, 'dattobd', 'dattobd.ko');
+}
+
+export async function buildFixtureAsync(k: KernelInfo, name: 'hello-module' | 'broken-module'): Promise<BuildResult> {
+  const ko = name === 'hello-module' ? 'hello.ko' : 'broken.ko';
+  return buildModuleAsync(k, join(VM_TEST_DIR, 'fixtures', name), name, ko);
 }
 
 /** Build the dbd-ioctl tool (host gcc; the guest runs host binaries). */
