@@ -145,7 +145,7 @@ async function main(): Promise<void> {
     runKernelBench(k, tests, tool.ko, { kernelSrc: src.dir, smp, memMiB, diskBytes: parseSize(disk), timeoutS: num(env.DBD_BENCH_TIMEOUT, 900), params, keep: env.DBD_BENCH_KEEP === '1', verbose: env.DBD_BENCH_VERBOSE === '1' }, log),
   );
 
-  const bound = inflightBound(REPO);
+  const bound = inflightBound(dirname(src.dir));
   const reports: KernelReport[] = runs.map((r) => {
     const failed = (metric: string): string => {
       if (!r.build.ok) return 'dattobd.ko did not build for this kernel';
