@@ -138,9 +138,7 @@ async function main(): Promise<void> {
   const ks = cachedKernels(kernels()) ?? prepareKernels(kernels(), log);
   const tool = buildIoctlTool();
   if (!tool.ok) log(`dbd-ioctl did not build:\n${tool.output}`);
-  // diag*.vm.ts are diagnoses, run only when selected by name
-  const all = (await discoverTests(join(BENCH, 'vm'))).filter((t) => env.DBD_BENCH_CASES || !t.file.includes('/diag'));
-  const tests = filterTests(all, env.DBD_BENCH_CASES);
+  const tests = filterTests(await discoverTests(join(BENCH, 'vm')), env.DBD_BENCH_CASES);
   const runs: VmBenchRun[] = await pool(ks, jobs, (k) =>
     runKernelBench(k, tests, tool.ko, { kernelSrc: src.dir, smp, memMiB, diskBytes: parseSize(disk), timeoutS: num(env.DBD_BENCH_TIMEOUT, 900), params, keep: env.DBD_BENCH_KEEP === '1', verbose: env.DBD_BENCH_VERBOSE === '1' }, log),
   );
