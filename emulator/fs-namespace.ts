@@ -7,7 +7,7 @@
  * immutable flag the driver puts on an in-use COW file.
  */
 import { posix } from 'node:path';
-import { memfs } from 'memfs';
+import { Volume as MemVolume } from 'memfs';
 import { ERRNO } from '../src/abi/errno.js';
 
 /** An errno-carrying failure of a namespace operation. */
@@ -98,9 +98,13 @@ export class NsFile {
   }
 }
 
-/** One memfs instance can hold several namespaces, each under its own prefix. */
+/**
+ * A fresh memfs volume (its *Sync methods are all we use; creating the
+ * volume alone is ~5× cheaper than memfs()). One instance can hold several
+ * namespaces, each under its own prefix.
+ */
 export function newMemFs(): MemFs {
-  return memfs().fs as unknown as MemFs;
+  return new MemVolume() as unknown as MemFs;
 }
 
 export class FsNamespace {

@@ -46,8 +46,12 @@ export interface FileRec {
   nonzero: Set<number>;
   /** A write happened that this file did not track: its contents no longer describe "since the instant". */
   broken: boolean;
-  /** Volume image at the snapshot instant of this file's series. */
-  instant: Uint8Array | null;
+  /**
+   * Original contents of every block first written since this file's
+   * snapshot instant (whatever the device did with the write): the instant
+   * image is these blocks over the live volume.
+   */
+  orig: Map<number, Uint8Array>;
 }
 
 export interface DevRec {
@@ -203,6 +207,7 @@ export class Model {
       const first = Math.floor(off / BLK);
       const last = Math.ceil((off + len) / BLK) - 1;
       const f = this.fileOf(d);
+      if (f && !f.broken) for (let b = first; b <= last; b++) if (!f.orig.has(b)) f.orig.set(b, this.block(b));
       const active = (d.state & ACTIVE) !== 0;
       if (f) for (let b = first; b <= last; b++) f.changed.add(b);
       if (active && f) {
@@ -227,27 +232,35 @@ export class Model {
     apply();
   }
 
+  /** The volume at the file's snapshot instant (null if the file missed writes). */
+  instantImage(f: FileRec): Uint8Array | null {
+    if (f.broken) return null;
+    const img = this.live.slice();
+    for (const [b, data] of f.orig) img.set(data, b * BLK);
+    return img;
+  }
+
+  /** [off, off+len) of the volume at the file's snapshot instant (null if unknown). */
+  instantRange(f: FileRec, off: number, len: number): Uint8Array | null {
+    return f.broken ? null : this.overlay(f.orig, off, len);
+  }
+
   /** What /dev/datto<minor> must read at [off, off+len): saved blocks over the live volume. */
   snapshotRange(d: DevRec, off: number, len: number): Uint8Array {
-    const out = this.live.slice(off, off + len);
     const f = this.fileOf(d);
-    if (!f) return out;
+    return f ? this.overlay(f.saved, off, len) : this.live.slice(off, off + len);
+  }
+
+  private overlay(blocks: Map<number, Uint8Array>, off: number, len: number): Uint8Array {
+    const out = this.live.slice(off, off + len);
     for (let b = Math.floor(off / BLK); b * BLK < off + len; b++) {
-      const data = f.saved.get(b);
+      const data = blocks.get(b);
       if (!data) continue;
       const from = Math.max(off, b * BLK);
       const to = Math.min(off + len, (b + 1) * BLK);
       out.set(data.subarray(from - b * BLK, to - b * BLK), from - off);
     }
     return out;
-  }
-
-  /** What /dev/datto<minor> must read now: saved blocks over the live volume. */
-  snapshotImage(d: DevRec): Uint8Array {
-    const img = this.live.slice();
-    const f = this.fileOf(d);
-    if (f) for (const [b, data] of f.saved) img.set(data, b * BLK);
-    return img;
   }
 
   // ---- COW file creation (setup / transition-to-snapshot) ----
@@ -282,7 +295,7 @@ export class Model {
       changed: new Set(),
       nonzero: new Set(),
       broken: false,
-      instant: this.live.slice(),
+      orig: new Map(),
     });
     return { rel };
   }
@@ -381,7 +394,7 @@ export class Model {
     if (old) {
       old.clean = true;
       old.inUse = false;
-      this.lastTransition = { oldPath, oldInstant: old.broken ? null : old.instant, changed: new Set(old.changed) };
+      this.lastTransition = { oldPath, oldInstant: this.instantImage(old), changed: new Set(old.changed) };
     }
     d.cow = c.rel;
     d.fallocMib = useMib > 0 ? useMib : Math.floor(fsize / MIB);
