@@ -12,6 +12,12 @@
  * nr_changed_blocks, and index entries outside the test region. uuids are
  * random on both sides: they are compared through a bijection (one series
  * keeps one uuid on each side).
+ *
+ * The module saves original data synchronously but writes it to the COW
+ * file from a worker thread, so a COW-file-full (EFBIG) or write error is
+ * recorded shortly after the origin write returned. settle() waits (bounded)
+ * for such a failure before the state is compared; a failure that does not
+ * arrive within the bound is a divergence like any other.
  */
 import type { Emulator } from '../../emulator/index.js';
 import type { DeviceInfo } from '../../src/driver/types.js';
@@ -103,6 +109,25 @@ export class Comparator {
       if (a[f] !== b[f]) this.fail(`${w} "${f}": module ${JSON.stringify(a[f])}, emulator ${JSON.stringify(b[f])}`);
     }
     this.uuid(k.uuid, e.uuid, w);
+  }
+
+  /**
+   * Wait up to `ms` for the module to record failures the emulator already
+   * has (asynchronous COW writes). Returns the time waited.
+   */
+  settle(kw: KernelWorld, em: Emulator, ms = 5000): number {
+    const t0 = Date.now();
+    const pending = (): boolean => {
+      for (let m = 0; m < this.cfg.maxDevices; m++) {
+        const d = em.world.devices[m];
+        if (!d || d.error === 0) continue;
+        const k = outcomeOf(() => kw.ctl.info(m));
+        if (k.outcome === 'OK' && (k.value as DeviceInfo).error === 0) return true;
+      }
+      return false;
+    };
+    while (pending() && Date.now() - t0 < ms) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+    return Date.now() - t0;
   }
 
   /** State of every minor and /proc after a command. */

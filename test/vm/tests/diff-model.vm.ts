@@ -122,6 +122,8 @@ async function batch(t: VmContext, index: number): Promise<void> {
     excluded: exclude,
     divergences: 0,
     ms: 0,
+    /** time spent waiting for asynchronous module failures (see Comparator.settle) */
+    settleMs: 0,
     /** per command kind: count, ms on the module, on the emulator, comparing */
     timing: {} as Record<string, { n: number; kernel: number; emu: number; cmp: number }>,
     firstDivergence: undefined as string | undefined,
@@ -169,6 +171,7 @@ async function batch(t: VmContext, index: number): Promise<void> {
       tm.n++;
       tm.kernel += t2 - t1;
       tm.emu += t3 - t2;
+      if (c.k === 'write' || c.k === 'cowFull' || c.k === 'discard') stats.settleMs += cmp.settle(kw, em);
       check(i, () => {
         cmp.outcome(c, rk, re);
         cmp.state(kw, em);
