@@ -3,7 +3,7 @@
 // shared read-only over 9p, the run directory read-write, plus sparse raw
 // disks. The payload is <runDir>/guest.sh, run by the initramfs /init. A
 // host-side timeout always bounds the boot.
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync, writeFileSync, ftruncateSync, createWriteStream } from 'node:fs';
 import { join } from 'node:path';
 import type { KernelInfo } from './kernels.js';
@@ -94,7 +94,33 @@ export function qemuArgs(o: BootOptions): string[] {
   return args;
 }
 
+const liveGuests = new Set<ChildProcess>();
+let handlersInstalled = false;
+
+/** On SIGINT/SIGTERM/SIGHUP kill every running guest, then exit with the usual status. */
+function installSignalHandlers(): void {
+  if (handlersInstalled) return;
+  handlersInstalled = true;
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.once(sig, () => {
+      for (const c of liveGuests) killGuest(c);
+      process.exit(128 + (sig === 'SIGINT' ? 2 : sig === 'SIGTERM' ? 15 : 1));
+    });
+  }
+}
+
+/** Kill `timeout` and the QEMU under it (same process group), or forward SIGTERM. */
+function killGuest(c: ChildProcess): void {
+  if (c.pid === undefined || c.exitCode !== null || c.signalCode !== null) return;
+  try {
+    process.kill(-c.pid, 'SIGKILL');
+  } catch {
+    c.kill('SIGTERM'); // --foreground: no own group; timeout forwards the signal to QEMU
+  }
+}
+
 export async function bootGuest(o: BootOptions): Promise<BootResult> {
+  installSignalHandlers();
   o.disks.forEach((d, i) => {
     const fd = openSync(join(o.runDir, `disk${i}.img`), 'w');
     ftruncateSync(fd, d.size);
@@ -110,9 +136,17 @@ export async function bootGuest(o: BootOptions): Promise<BootResult> {
   let lastProgress = Date.now();
   let lastProgressLine = '(none)';
   let pending = '';
-  const child = spawn('qemu-system-x86_64', args, {
-    stdio: o.interactive ? 'inherit' : ['ignore', 'pipe', 'pipe'],
-  });
+  // coreutils timeout as a second line of defence: if this process dies
+  // (killed by an outer timeout), an orphaned guest still ends
+  const hardLimit = String(Math.ceil(o.timeoutMs / 1000) + 30);
+  // (timeout makes itself a process-group leader, so killGuest takes QEMU along;
+  // --foreground keeps the terminal usable for the interactive shell)
+  const child = spawn(
+    'timeout',
+    [...(o.interactive ? ['--foreground'] : []), '-s', 'KILL', hardLimit, 'qemu-system-x86_64', ...args],
+    { stdio: o.interactive ? 'inherit' : ['ignore', 'pipe', 'pipe'] },
+  );
+  liveGuests.add(child);
   const onData = (b: Buffer): void => {
     const s = b.toString('utf8');
     serial += s;
@@ -135,14 +169,14 @@ export async function bootGuest(o: BootOptions): Promise<BootResult> {
   const timer = setTimeout(() => {
     timedOut = true;
     timeoutReason = `the whole boot exceeded ${o.timeoutMs / 1000} s`;
-    child.kill('SIGKILL');
+    killGuest(child);
   }, o.timeoutMs);
   const idleTimer = o.idle
     ? setInterval(() => {
         if (o.idle && Date.now() - lastProgress > o.idle.ms && !timedOut) {
           timedOut = true;
           timeoutReason = `no progress for ${o.idle.ms / 1000} s; last progress line: ${lastProgressLine}`;
-          child.kill('SIGKILL');
+          killGuest(child);
         }
       }, 1000)
     : undefined;
@@ -155,6 +189,7 @@ export async function bootGuest(o: BootOptions): Promise<BootResult> {
   });
   clearTimeout(timer);
   clearInterval(idleTimer);
+  liveGuests.delete(child);
   await new Promise<void>((r) => serialLog.end(() => r()));
   const seconds = (Date.now() - t0) / 1000;
   const statusFile = join(o.runDir, 'exit-status');
