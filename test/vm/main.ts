@@ -42,6 +42,7 @@ const opts = {
   verbose: env.DBD_VM_VERBOSE === '1',
   shell: env.DBD_VM_SHELL && env.DBD_VM_SHELL !== '0' ? env.DBD_VM_SHELL : undefined,
   hungTaskSecs: num(env.DBD_VM_HUNG_TASK, 30),
+  loglevel: num(env.DBD_VM_LOGLEVEL, 8),
 };
 
 function argValue(flag: string): string | undefined {
@@ -137,6 +138,7 @@ async function runSuite(
     smp: opts.smp,
     memMiB: opts.memMiB,
     hungTaskSecs: opts.hungTaskSecs,
+    loglevel: opts.loglevel,
     // boot + node start, then each case must begin or end within the case timeout
     idle: { ms: (opts.caseTimeoutS + 60) * 1000, progress: /dbd-vm: (init:|runner started|BEGIN |PASSED |FAILED |SKIPPED )/ },
     onSerial: opts.verbose ? (s) => process.stdout.write(s) : undefined,
@@ -278,6 +280,7 @@ async function shellMode(kb: KernelBuild, tool: string | null, cmd: string): Pro
     smp: opts.smp,
     memMiB: opts.memMiB,
     hungTaskSecs: opts.hungTaskSecs,
+    loglevel: opts.loglevel,
     interactive,
     onSerial: interactive ? undefined : (s) => process.stdout.write(s),
   });

@@ -27,6 +27,8 @@ export interface BootOptions {
   /** stream the serial console to this callback as it arrives */
   onSerial?: (chunk: string) => void;
   extraCmdline?: string;
+  /** console log level (default 8: everything to the serial console) */
+  loglevel?: number;
   /** kernel.hung_task_timeout_secs in the guest (default 30) */
   hungTaskSecs?: number;
   /**
@@ -61,7 +63,9 @@ export function qemuArgs(o: BootOptions): string[] {
     'console=ttyS0',
     'panic=-1',
     'oops=panic',
-    'loglevel=5',
+    // every kernel message also goes to the serial console, so the log is complete
+    // even when the guest panics or hangs before /init can save dmesg
+    `loglevel=${o.loglevel ?? 8}`,
     'log_buf_len=8M',
     'printk.devkmsg=on',
     'nokaslr',
