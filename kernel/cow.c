@@ -19,16 +19,51 @@
 #include <linux/mount.h>
 #include <linux/namei.h>
 #include <linux/falloc.h>
+#include <linux/workqueue.h>
 #include "dbd.h"
+
+static int cow_write_section(struct dbd_cow *cow, u64 s);
+
+struct cow_close_work {
+	struct work_struct work;
+	struct file *filp;
+};
+
+static void cow_close_fn(struct work_struct *work)
+{
+	struct cow_close_work *cw = container_of(work, struct cow_close_work,
+						 work);
+
+	filp_close(cw->filp, NULL);
+}
+
+/*
+ * Close a file so that its last reference is gone on return: a user task's
+ * final fput is deferred to its return to userspace, which would keep the
+ * mount busy for the umount we are called from.  A kernel worker's fput
+ * goes to the delayed-fput list, which flush_delayed_fput() runs now.
+ */
+static void cow_close_sync(struct file *filp)
+{
+	struct cow_close_work cw = { .filp = filp };
+
+	INIT_WORK_ONSTACK(&cw.work, cow_close_fn);
+	schedule_work(&cw.work);
+	flush_work(&cw.work);
+	destroy_work_on_stack(&cw.work);
+	flush_delayed_fput();
+}
 
 static void cow_unprotect(struct dbd_cow *cow)
 {
-	inode_set_flags(cow->inode, 0, S_IMMUTABLE);
+	if (cow->inode)
+		inode_set_flags(cow->inode, 0, S_IMMUTABLE);
 }
 
 static void cow_protect(struct dbd_cow *cow)
 {
-	inode_set_flags(cow->inode, S_IMMUTABLE, S_IMMUTABLE);
+	if (cow->inode)
+		inode_set_flags(cow->inode, S_IMMUTABLE, S_IMMUTABLE);
 }
 
 static int cow_kwrite(struct dbd_cow *cow, const void *buf, size_t len,
@@ -36,6 +71,8 @@ static int cow_kwrite(struct dbd_cow *cow, const void *buf, size_t len,
 {
 	ssize_t n;
 
+	if (!cow->filp)
+		return -EAGAIN;
 	cow_unprotect(cow);
 	n = kernel_write(cow->filp, buf, len, &pos);
 	cow_protect(cow);
@@ -46,7 +83,12 @@ static int cow_kwrite(struct dbd_cow *cow, const void *buf, size_t len,
 
 static int cow_kread(struct dbd_cow *cow, void *buf, size_t len, loff_t pos)
 {
-	ssize_t n = kernel_read(cow->filp, buf, len, &pos);
+	struct file *f = READ_ONCE(cow->filp);
+	ssize_t n;
+
+	if (!f)
+		return -EAGAIN;
+	n = kernel_read(f, buf, len, &pos);
 
 	if (n < 0)
 		return (int)n;
@@ -143,6 +185,7 @@ struct dbd_cow *dbd_cow_create(const char *path, sector_t size_sectors,
 	}
 	cow->filp = f;
 	cow->inode = file_inode(f);
+	cow->mapping = cow->inode->i_mapping;
 	if (!S_ISREG(cow->inode->i_mode)) {
 		ret = -EINVAL;
 		dbd_err("cow file '%s' is not a regular file", path);
@@ -151,6 +194,7 @@ struct dbd_cow *dbd_cow_create(const char *path, sector_t size_sectors,
 	}
 	f->f_flags |= O_NOATIME;
 	cow_protect(cow);
+	cow->index_only = false;
 
 	bytes = dbd_cow_file_bytes(size_sectors, falloc_mib,
 				   dbd_cow_fallocate_percentage_default,
@@ -187,6 +231,149 @@ err_free:
 	kfree(cow);
 	*err = ret;
 	return NULL;
+}
+
+/*
+ * Open an existing COW file relative to a mount root and check its header
+ * (SPEC 2.10); on success the header is adopted and rewritten dirty.
+ * Caller holds cow->lock (or owns cow exclusively).
+ */
+static int cow_open_existing(struct dbd_cow *cow, const struct path *root,
+			     const char *rel, bool index_only)
+{
+	struct dbd_header h;
+	u8 buf[DBD_HEADER_USED];
+	struct file *f;
+	int ret;
+
+	while (*rel == '/')
+		rel++;
+	f = file_open_root(root, rel, O_RDWR | O_LARGEFILE, 0);
+	if (IS_ERR(f))
+		return PTR_ERR(f);
+	if (!S_ISREG(file_inode(f)->i_mode)) {
+		filp_close(f, NULL);
+		return -EINVAL;
+	}
+	f->f_flags |= O_NOATIME;
+	cow->filp = f;
+	cow->inode = file_inode(f);
+	WRITE_ONCE(cow->mapping, cow->inode->i_mapping);
+	ret = cow_kread(cow, buf, sizeof(buf), 0);
+	if (!ret) {
+		dbd_header_decode(buf, &h);
+		ret = dbd_header_check_reload(&h, index_only);
+		if (ret)
+			dbd_err("cow file not left in clean state or wrong mode: %d",
+				ret);
+	}
+	if (ret) {
+		filp_close(f, NULL);
+		cow->filp = NULL;
+		cow->inode = NULL;
+		WRITE_ONCE(cow->mapping, NULL);
+		return ret;
+	}
+	/* the vmalloc marker is an in-memory detail; start clean of it */
+	h.flags &= ~(DBD_FLAG_CLEAN | DBD_FLAG_VMALLOC_UPPER);
+	cow->hdr = h;
+	cow->index_only = index_only;
+	cow_protect(cow);
+	ret = cow_write_header(cow);
+	if (ret) {
+		cow_unprotect(cow);
+		filp_close(f, NULL);
+		cow->filp = NULL;
+		cow->inode = NULL;
+		WRITE_ONCE(cow->mapping, NULL);
+	}
+	return ret;
+}
+
+struct dbd_cow *dbd_cow_load(const struct path *root, const char *rel,
+			     sector_t size_sectors, bool index_only,
+			     unsigned long cache_bytes, int *err)
+{
+	struct dbd_cow *cow = cow_alloc(size_sectors, cache_bytes);
+	u64 s;
+
+	if (!cow) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	*err = cow_open_existing(cow, root, rel, index_only);
+	if (*err) {
+		cow_free_sections(cow);
+		kfree(cow);
+		return NULL;
+	}
+	for (s = 0; s < cow->geo.total_sects; s++)
+		cow->sects[s].on_disk = true;
+	/* P9: an index-only file has no meaningful "fallocated" size */
+	cow->falloc_mib = index_only ? 0 : cow->hdr.fsize / DBD_MIB;
+	return cow;
+}
+
+/* dormant: flush the index, mark the file clean and close it */
+int dbd_cow_suspend(struct dbd_cow *cow)
+{
+	u64 s;
+	int ret = 0;
+
+	mutex_lock(&cow->lock);
+	for (s = 0; s < cow->geo.total_sects && !ret; s++)
+		ret = cow_write_section(cow, s);
+	if (!ret) {
+		cow->hdr.flags |= DBD_FLAG_CLEAN;
+		ret = cow_write_header(cow);
+		cow->hdr.flags &= ~DBD_FLAG_CLEAN;
+	}
+	if (!ret)
+		ret = vfs_fsync(cow->filp, 0);
+	if (!ret) {
+		for (s = 0; s < cow->geo.total_sects; s++) {
+			struct dbd_section *sec = &cow->sects[s];
+
+			if (!sec->map)
+				continue;
+			kvfree(sec->map);
+			sec->map = NULL;
+			sec->on_disk = true;
+			cow->resident--;
+		}
+		cow_unprotect(cow);
+		cow_close_sync(cow->filp);
+		WRITE_ONCE(cow->filp, NULL);
+		cow->inode = NULL;
+		WRITE_ONCE(cow->mapping, NULL);
+	}
+	mutex_unlock(&cow->lock);
+	return ret;
+}
+
+/* dormant -> active: reopen relative to the new mount and check */
+int dbd_cow_resume(struct dbd_cow *cow, const struct path *root,
+		   const char *rel)
+{
+	struct dbd_header old;
+	int ret;
+
+	mutex_lock(&cow->lock);
+	old = cow->hdr;
+	ret = cow_open_existing(cow, root, rel, cow->index_only);
+	if (!ret && (memcmp(old.uuid, cow->hdr.uuid, sizeof(old.uuid)) ||
+		     old.seqid != cow->hdr.seqid)) {
+		dbd_err("cow file was replaced while dormant: %d", -EINVAL);
+		cow_unprotect(cow);
+		filp_close(cow->filp, NULL);
+		WRITE_ONCE(cow->filp, NULL);
+		cow->inode = NULL;
+		WRITE_ONCE(cow->mapping, NULL);
+		cow->hdr = old;
+		ret = -EINVAL;
+	}
+	mutex_unlock(&cow->lock);
+	return ret;
 }
 
 int dbd_cow_check_same_fs(struct dbd_cow *cow, struct super_block *sb)
@@ -282,6 +469,8 @@ static int cow_section(struct dbd_cow *cow, u64 s, u64 **map)
 		return -EINVAL;
 	sec = &cow->sects[s];
 	if (!sec->map) {
+		if (!cow->filp)
+			return -EAGAIN;
 		noio = memalloc_noio_save();
 		sec->map = kvzalloc(DBD_SECTION_BYTES, GFP_KERNEL);
 		memalloc_noio_restore(noio);
@@ -345,7 +534,8 @@ int dbd_cow_save_block(struct dbd_cow *cow, u64 block, struct page *page,
 	int ret;
 
 	mutex_lock(&cow->lock);
-	ret = cow_section(cow, block / DBD_SECTION_ENTRIES, &map);
+	ret = cow->filp ? cow_section(cow, block / DBD_SECTION_ENTRIES, &map) :
+			  -EAGAIN;
 	if (ret || map[block % DBD_SECTION_ENTRIES])
 		goto out;
 	while ((ret = dbd_cow_alloc_block(&cow->hdr.fpos, cow->hdr.fsize,
@@ -372,13 +562,35 @@ out:
 	return ret;
 }
 
+/* set a bit for every block whose index entry is non-zero */
+int dbd_cow_scan(struct dbd_cow *cow, unsigned long *bitmap, u64 nbits)
+{
+	u64 s, i, *map;
+	int ret = 0;
+
+	for (s = 0; s < cow->geo.mem_sects && !ret; s++) {
+		mutex_lock(&cow->lock);
+		ret = cow_section(cow, s, &map);
+		for (i = 0; !ret && i < DBD_SECTION_ENTRIES; i++) {
+			u64 b = s * DBD_SECTION_ENTRIES + i;
+
+			if (b < nbits && map[i])
+				set_bit(b, bitmap);
+		}
+		mutex_unlock(&cow->lock);
+	}
+	return ret;
+}
+
 int dbd_cow_mark_changed(struct dbd_cow *cow, u64 first, u64 last)
 {
 	u64 b, *map = NULL;
 	int ret = 0;
 
 	mutex_lock(&cow->lock);
-	for (b = first; b <= last; b++) {
+	if (!cow->filp)
+		ret = -EAGAIN;
+	for (b = first; b <= last && !ret; b++) {
 		if (!map || b % DBD_SECTION_ENTRIES == 0) {
 			ret = cow_section(cow, b / DBD_SECTION_ENTRIES, &map);
 			if (ret)
@@ -518,6 +730,7 @@ void dbd_cow_close(struct dbd_cow *cow, bool unlink)
 		filp_close(cow->filp, NULL);
 		cow->filp = NULL;
 		cow->inode = NULL;
+		WRITE_ONCE(cow->mapping, NULL);
 	}
 	cow_free_sections(cow);
 	kfree(cow);
@@ -545,7 +758,7 @@ void dbd_cow_discard(struct dbd_cow *cow)
  */
 bool dbd_cow_owns_page(struct dbd_cow *cow, struct page *page)
 {
-	struct folio *folio = page_folio(page);
+	struct address_space *mapping = READ_ONCE(cow->mapping);
 
-	return READ_ONCE(folio->mapping) == cow->inode->i_mapping;
+	return mapping && READ_ONCE(page_folio(page)->mapping) == mapping;
 }

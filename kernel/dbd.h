@@ -52,6 +52,7 @@ struct dbd_section {
 struct dbd_cow {
 	struct file *filp;
 	struct inode *inode;
+	struct address_space *mapping;	/* compared only, never dereferenced */
 	struct dbd_geometry geo;
 	struct mutex lock;	/* index, header fields, file writes */
 	struct dbd_section *sects;	/* geo.mem_sects entries */
@@ -66,6 +67,13 @@ struct dbd_cow {
 struct dbd_cow *dbd_cow_create(const char *path, sector_t size_sectors,
 			       u64 falloc_mib, u64 seqid, const u8 *uuid,
 			       unsigned long cache_bytes, int *err);
+struct dbd_cow *dbd_cow_load(const struct path *root, const char *rel,
+			     sector_t size_sectors, bool index_only,
+			     unsigned long cache_bytes, int *err);
+int dbd_cow_suspend(struct dbd_cow *cow);
+int dbd_cow_scan(struct dbd_cow *cow, unsigned long *bitmap, u64 nbits);
+int dbd_cow_resume(struct dbd_cow *cow, const struct path *root,
+		   const char *rel);
 int dbd_cow_check_same_fs(struct dbd_cow *cow, struct super_block *sb);
 int dbd_cow_rel_path(struct dbd_cow *cow, char **out);
 void dbd_cow_set_cache(struct dbd_cow *cow, unsigned long cache_bytes);
@@ -168,6 +176,8 @@ struct dbd_snap *dbd_snap_create(struct dbd_dev *dev, struct dbd_cow *cow);
 void dbd_snap_stop(struct dbd_snap *snap);	/* drains */
 void dbd_snap_free(struct dbd_snap *snap);
 bool dbd_snap_write(struct dbd_trace *t, struct bio *bio);
+void dbd_snap_wake(struct dbd_snap *snap);
+int dbd_snap_load_done(struct dbd_snap *snap);
 int dbd_snap_disk_add(struct dbd_dev *dev);
 void dbd_snap_disk_del(struct dbd_dev *dev);
 
@@ -176,6 +186,17 @@ struct dbd_inc *dbd_inc_create(struct dbd_dev *dev, struct dbd_cow *cow);
 void dbd_inc_stop(struct dbd_inc *inc);	/* drains */
 void dbd_inc_free(struct dbd_inc *inc);
 void dbd_inc_write(struct dbd_trace *t, struct bio *bio);
+void dbd_inc_wake(struct dbd_inc *inc);
+
+/* hooks.c: mount / umount detection */
+int dbd_hooks_init(void);
+void dbd_hooks_exit(void);
+
+/* dev.c: mount / umount handlers */
+char *dbd_mount_pre_umount(const struct path *path, unsigned long *dormant);
+void dbd_mount_post_umount(const char *mnt_path, const unsigned long *dormant,
+			   int ret);
+void dbd_mount_activate_path(const struct path *path, bool new_mount);
 
 /* proc.c */
 int dbd_proc_init(void);

@@ -410,3 +410,233 @@ int dbd_dev_expand(struct dbd_dev *dev, u64 mib)
 	}
 	return ret;
 }
+
+/* ------------------------------------------------------------------ */
+/* Mount / umount handlers (called from hooks.c, no VFS lock held)     */
+
+static void dev_resume(struct dbd_dev *dev, const struct path *root)
+{
+	int ret = dbd_cow_resume(dev->cow, root, dev->cow_path);
+
+	if (ret) {
+		dbd_err("error reopening cow file of device %u: %d",
+			dev->minor, ret);
+		dbd_dev_fail(dev, ret);
+		return;
+	}
+	dev->state |= DBD_STATE_ACTIVE;
+	if (dev->snap)
+		dbd_snap_wake(dev->snap);
+	if (dev->inc)
+		dbd_inc_wake(dev->inc);
+	dbd_info("device %u active again", dev->minor);
+}
+
+/*
+ * Before an unmount or remount-ro of a mount: every active device whose
+ * COW file is open through that mount goes dormant (index flushed, file
+ * closed clean; tracing stays and keeps what it sees in memory).  Returns
+ * the mount point's path (for re-activation if the umount fails) or NULL.
+ */
+char *dbd_mount_pre_umount(const struct path *path, unsigned long *dormant)
+{
+	char *buf, *p, *out = NULL;
+	unsigned int i;
+	int ret;
+
+	if (path->dentry != path->mnt->mnt_root)
+		return NULL;
+	buf = kmalloc(PATH_MAX_DATTO, GFP_KERNEL);
+	if (!buf)
+		return NULL;
+	p = d_path(path, buf, PATH_MAX_DATTO);
+	if (!IS_ERR(p))
+		out = kstrdup(p, GFP_KERNEL);
+	kfree(buf);
+
+	mutex_lock(&dbd_ctl_mutex);
+	for (i = 0; i < dbd_max_snap_devices; i++) {
+		struct dbd_dev *dev = dbd_devs[i];
+
+		if (!dev || dbd_dev_failed(dev) ||
+		    (dev->state & (DBD_STATE_UNVERIFIED | DBD_STATE_ACTIVE)) !=
+		    DBD_STATE_ACTIVE || !dev->cow || !dev->cow->filp ||
+		    dev->cow->filp->f_path.mnt != path->mnt)
+			continue;
+		ret = dbd_cow_suspend(dev->cow);
+		if (ret) {
+			dbd_err("error closing cow file of device %u: %d",
+				dev->minor, ret);
+			dbd_dev_fail(dev, ret);
+			continue;
+		}
+		dev->state &= ~DBD_STATE_ACTIVE;
+		set_bit(i, dormant);
+		dbd_info("device %u dormant", dev->minor);
+	}
+	mutex_unlock(&dbd_ctl_mutex);
+	return out;
+}
+
+/* after the unmount: if it failed, the dormant devices come back */
+void dbd_mount_post_umount(const char *mnt_path, const unsigned long *dormant,
+			   int ret)
+{
+	struct path root;
+	unsigned int i;
+	bool have_root;
+
+	if (!ret || find_first_bit(dormant, DBD_HARD_MAX_DEVICES) >=
+	    DBD_HARD_MAX_DEVICES)
+		return;
+	have_root = mnt_path && !kern_path(mnt_path, LOOKUP_FOLLOW, &root);
+	mutex_lock(&dbd_ctl_mutex);
+	for_each_set_bit(i, dormant, DBD_HARD_MAX_DEVICES) {
+		struct dbd_dev *dev = dbd_dev_get(i);
+
+		if (!dev || (dev->state & DBD_STATE_ACTIVE) ||
+		    dbd_dev_failed(dev))
+			continue;
+		if (have_root)
+			dev_resume(dev, &root);
+		else
+			dbd_dev_fail(dev, -ENODEV);
+	}
+	mutex_unlock(&dbd_ctl_mutex);
+	if (have_root)
+		path_put(&root);
+}
+
+/* unverified -> active (SPEC 3.5) on the rw mount of its block device */
+static void dev_activate_unverified(struct dbd_dev *dev,
+				    const struct path *root,
+				    struct super_block *sb)
+{
+	bool snapshot = dev->state & DBD_STATE_SNAPSHOT;
+	struct dbd_trace *t = NULL;
+	char *abs = NULL, *rel = NULL;
+	int ret;
+
+	if (dbd_bdev_open(dev->bdev_path, &dev->base))
+		return;
+	if (dev->base.bdev != sb->s_bdev) {
+		dbd_bdev_close(&dev->base);
+		return;
+	}
+	if (bdev_already_traced(dev->base.bdev)) {
+		ret = -EINVAL;
+		dbd_err("block device is already being traced: %d", ret);
+		goto err;
+	}
+	dev->sect_off = dev->base.bdev->bd_start_sect;
+	dev->size = bdev_nr_sectors(dev->base.bdev);
+	dev->cow = dbd_cow_load(root, dev->cow_path, dev->size, !snapshot,
+				dbd_dev_cache(dev), &ret);
+	if (!dev->cow) {
+		dbd_err("error reloading cow file of device %u: %d",
+			dev->minor, ret);
+		goto err;
+	}
+	ret = abs_path(dev->bdev_path, &abs);
+	if (!ret)
+		ret = dbd_cow_rel_path(dev->cow, &rel);
+	if (ret)
+		goto err;
+	dev->state = snapshot ? DBD_STATE_SNAPSHOT | DBD_STATE_ACTIVE :
+				DBD_STATE_ACTIVE;
+	t = dbd_trace_alloc(dev);
+	if (!t) {
+		ret = -ENOMEM;
+		goto err;
+	}
+	if (snapshot) {
+		dev->snap = dbd_snap_create(dev, dev->cow);
+		if (IS_ERR(dev->snap)) {
+			ret = PTR_ERR(dev->snap);
+			dev->snap = NULL;
+			goto err;
+		}
+		ret = dbd_snap_load_done(dev->snap);
+		if (!ret)
+			ret = dbd_snap_disk_add(dev);
+		t->snap = dev->snap;
+	} else {
+		dev->inc = dbd_inc_create(dev, dev->cow);
+		if (IS_ERR(dev->inc)) {
+			ret = PTR_ERR(dev->inc);
+			dev->inc = NULL;
+			goto err;
+		}
+		t->inc = dev->inc;
+	}
+	if (ret)
+		goto err;
+	ret = dbd_trace_install(dev, t);
+	if (ret)
+		goto err;
+	dev->falloc_mib = dev->cow->falloc_mib;
+	kfree(dev->bdev_path);
+	dev->bdev_path = abs;
+	kfree(dev->cow_path);
+	dev->cow_path = rel;
+	dbd_info("device %u activated on %s", dev->minor, dev->bdev_path);
+	return;
+
+err:
+	/* back to unverified, with the error (the COW file is kept) */
+	if (dev->trace != t)
+		dbd_trace_free(t);
+	dev_teardown_active(dev, false);
+	dbd_bdev_close(&dev->base);
+	kfree(abs);
+	kfree(rel);
+	dev->state = DBD_STATE_UNVERIFIED | (snapshot ? DBD_STATE_SNAPSHOT : 0);
+	dbd_dev_fail(dev, ret);
+}
+
+/*
+ * A mount became writable (new rw mount, remount-rw, move_mount).
+ * new_mount: path is the mount point below the new mount.
+ */
+void dbd_mount_activate_path(const struct path *path, bool new_mount)
+{
+	struct super_block *sb;
+	struct path root;
+	unsigned int i;
+	char *buf, *p;
+	int ret;
+
+	if (new_mount) {
+		buf = kmalloc(PATH_MAX_DATTO, GFP_KERNEL);
+		if (!buf)
+			return;
+		p = d_path(path, buf, PATH_MAX_DATTO);
+		ret = IS_ERR(p) ? PTR_ERR(p) : kern_path(p, LOOKUP_FOLLOW, &root);
+		kfree(buf);
+		if (ret)
+			return;
+	} else {
+		root = *path;
+		path_get(&root);
+	}
+	sb = root.mnt->mnt_sb;
+	if (root.dentry != root.mnt->mnt_root || !sb->s_bdev ||
+	    sb_rdonly(sb) || __mnt_is_readonly(root.mnt))
+		goto out;
+
+	mutex_lock(&dbd_ctl_mutex);
+	for (i = 0; i < dbd_max_snap_devices; i++) {
+		struct dbd_dev *dev = dbd_devs[i];
+
+		if (!dev || dbd_dev_failed(dev) ||
+		    (dev->state & DBD_STATE_ACTIVE))
+			continue;
+		if (dev->state & DBD_STATE_UNVERIFIED)
+			dev_activate_unverified(dev, &root, sb);
+		else if (dev->base.bdev == sb->s_bdev)
+			dev_resume(dev, &root);
+	}
+	mutex_unlock(&dbd_ctl_mutex);
+out:
+	path_put(&root);
+}

@@ -93,7 +93,9 @@ static int inc_thread(void *data)
 	int ret;
 
 	for (;;) {
-		wait_event_idle(inc->wq, !list_empty(&inc->ranges) ||
+		/* while dormant (COW file closed) ranges wait in memory */
+		wait_event_idle(inc->wq, (!list_empty(&inc->ranges) &&
+					  READ_ONCE(inc->cow->filp)) ||
 			   READ_ONCE(inc->stop) ||
 			   (dbd_dev_failed(inc->dev) && !discarded));
 		if (dbd_dev_failed(inc->dev) && !discarded) {
@@ -114,7 +116,13 @@ static int inc_thread(void *data)
 		if (!dbd_dev_failed(inc->dev)) {
 			ret = dbd_cow_mark_changed(inc->cow, r->first,
 						   r->last);
-			if (ret)
+			if (ret == -EAGAIN && !READ_ONCE(inc->stop)) {
+				spin_lock(&inc->lock);
+				list_add(&r->list, &inc->ranges);
+				spin_unlock(&inc->lock);
+				continue;
+			}
+			if (ret && ret != -EAGAIN)
 				dbd_dev_fail(inc->dev, ret);
 		}
 		kfree(r);
@@ -144,6 +152,11 @@ struct dbd_inc *dbd_inc_create(struct dbd_dev *dev, struct dbd_cow *cow)
 	set_user_nice(inc->task, MIN_NICE);
 	get_task_struct(inc->task);
 	return inc;
+}
+
+void dbd_inc_wake(struct dbd_inc *inc)
+{
+	wake_up_all(&inc->wq);
 }
 
 /* drain the recorded ranges into the index; tracing must be removed */

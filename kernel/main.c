@@ -54,6 +54,7 @@ static int __init dbd_init(void)
 	ret = dbd_ctl_init();
 	if (ret)
 		goto err_proc;
+	dbd_hooks_init();
 	dbd_info("module loaded, %u minors", dbd_max_snap_devices);
 	return 0;
 
@@ -68,6 +69,7 @@ err_blk:
 
 static void __exit dbd_exit(void)
 {
+	dbd_hooks_exit();
 	dbd_ctl_exit();
 	dbd_proc_exit();
 	mutex_lock(&dbd_ctl_mutex);

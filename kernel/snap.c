@@ -351,7 +351,9 @@ static int snap_cow_thread(void *data)
 	int ret;
 
 	for (;;) {
-		wait_event_idle(s->cow_wq, !list_empty(&s->cowq) ||
+		/* while dormant (COW file closed) the queue waits in memory */
+		wait_event_idle(s->cow_wq, (!list_empty(&s->cowq) &&
+					    READ_ONCE(s->cow->filp)) ||
 			   READ_ONCE(s->stop_cow) ||
 			   (dbd_dev_failed(s->dev) && !discarded));
 		if (dbd_dev_failed(s->dev) && !discarded) {
@@ -373,7 +375,14 @@ static int snap_cow_thread(void *data)
 		if (!dbd_dev_failed(s->dev)) {
 			ret = dbd_cow_save_block(s->cow, it->block, it->page,
 						 s->dev);
-			if (ret)
+			if (ret == -EAGAIN && !READ_ONCE(s->stop_cow)) {
+				spin_lock(&s->lock);
+				list_add(&it->list, &s->cowq);
+				spin_unlock(&s->lock);
+				continue;
+			}
+			/* stopping while dormant drops the data: no file */
+			if (ret && ret != -EAGAIN)
 				dbd_dev_fail(s->dev, ret);
 		}
 		spin_lock(&s->lock);
@@ -515,9 +524,13 @@ static int snap_rd_thread(void *data)
 		}
 		if (dbd_dev_failed(s->dev)) {
 			bio->bi_status = BLK_STS_IOERR;
+		} else if (!(READ_ONCE(s->dev->state) & DBD_STATE_ACTIVE)) {
+			bio->bi_status = BLK_STS_DEV_RESOURCE;	/* dormant */
 		} else {
 			ret = snap_serve_read(s, bio);
-			if (ret) {
+			if (ret == -EAGAIN) {
+				bio->bi_status = BLK_STS_DEV_RESOURCE;
+			} else if (ret) {
 				dbd_err("error reading snapshot: %d", ret);
 				dbd_dev_fail(s->dev, ret);
 				bio->bi_status = BLK_STS_IOERR;
@@ -614,6 +627,17 @@ static void snap_stop_task(struct task_struct **task, bool *flag,
 	kthread_stop(*task);
 	put_task_struct(*task);
 	*task = NULL;
+}
+
+void dbd_snap_wake(struct dbd_snap *s)
+{
+	wake_up_all(&s->cow_wq);
+}
+
+/* reloaded COW file: blocks with an index entry are saved already */
+int dbd_snap_load_done(struct dbd_snap *s)
+{
+	return dbd_cow_scan(s->cow, s->done, s->nblocks);
 }
 
 /* drain held writes and pending COW data; tracing must be removed */

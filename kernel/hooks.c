@@ -1,0 +1,208 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * Mount and unmount detection (SPEC 3.2, 3.5, 5.5) with ftrace IPMODIFY
+ * redirects by function name (ftrace_set_filter), livepatch-style: the
+ * callback sends every call that does not come from this module to our
+ * replacement, which calls the original.  The original's address is the
+ * ip the callback sees, moved back over an ENDBR instruction so that an
+ * indirect call to it is valid with IBT.
+ *
+ *   path_umount          umount(2)/umount2(2), both mount APIs
+ *   path_mount           mount(2): new mounts and remounts (ro and rw)
+ *   __x64_sys_move_mount the new mount API attaching a mount (fsmount +
+ *                        move_mount)
+ *
+ * The replacements run with no VFS lock held, so they may take
+ * dbd_ctl_mutex and freeze the filesystem.
+ */
+#include <linux/module.h>
+#include <linux/ftrace.h>
+#include <linux/fs.h>
+#include <linux/mount.h>
+#include <linux/namei.h>
+#include <linux/slab.h>
+#include <linux/ptrace.h>
+#include <linux/uaccess.h>
+#include <uapi/linux/mount.h>
+#include <asm/ibt.h>
+#include "dbd.h"
+
+#ifndef MOVE_MOUNT_T_EMPTY_PATH
+#define MOVE_MOUNT_T_EMPTY_PATH 0x00000040
+#endif
+
+struct dbd_hook {
+	const char *name;
+	void *replacement;
+	unsigned long ip;	/* ftrace site of the original, 0 if unknown */
+	bool registered;
+	struct ftrace_ops ops;
+};
+
+static void notrace dbd_hook_cb(unsigned long ip, unsigned long parent_ip,
+				struct ftrace_ops *op,
+				struct ftrace_regs *fregs)
+{
+	struct dbd_hook *h = container_of(op, struct dbd_hook, ops);
+
+	if (within_module(parent_ip, THIS_MODULE))
+		return;
+	/* the replacement runs module code: pin the module until it returns */
+	if (!try_module_get(THIS_MODULE))
+		return;
+	WRITE_ONCE(h->ip, ip);
+#if DBD_NEW_BLOCK_API
+	ftrace_regs_set_instruction_pointer(fregs,
+					    (unsigned long)h->replacement);
+#else
+	ftrace_instruction_pointer_set(fregs, (unsigned long)h->replacement);
+#endif
+}
+
+/* callable address of the original function */
+static unsigned long dbd_hook_orig(struct dbd_hook *h)
+{
+	unsigned long ip = READ_ONCE(h->ip);
+
+	if (ip && is_endbr(*(u32 *)(ip - ENDBR_INSN_SIZE)))
+		ip -= ENDBR_INSN_SIZE;
+	return ip;
+}
+
+static int dbd_path_umount(struct path *path, int flags);
+static int dbd_path_mount(const char *dev_name, struct path *path,
+			  const char *type_page, unsigned long flags,
+			  void *data_page);
+static long dbd_sys_move_mount(const struct pt_regs *regs);
+
+enum { H_UMOUNT, H_MOUNT, H_MOVE_MOUNT, H_COUNT };
+
+#define DBD_HOOK_FLAGS (FTRACE_OPS_FL_IPMODIFY | FTRACE_OPS_FL_PERMANENT)
+
+static struct dbd_hook dbd_hooks[H_COUNT] = {
+	[H_UMOUNT] = { .name = "path_umount", .replacement = dbd_path_umount },
+	[H_MOUNT] = { .name = "path_mount", .replacement = dbd_path_mount },
+	[H_MOVE_MOUNT] = { .name = "__x64_sys_move_mount",
+			   .replacement = dbd_sys_move_mount },
+};
+
+/* ------------------------------------------------------------ handlers */
+
+typedef int (*path_umount_fn)(struct path *path, int flags);
+typedef int (*path_mount_fn)(const char *dev_name, struct path *path,
+			     const char *type_page, unsigned long flags,
+			     void *data_page);
+typedef long (*syscall_fn)(const struct pt_regs *regs);
+
+static int dbd_path_umount(struct path *path, int flags)
+{
+	path_umount_fn orig = (path_umount_fn)dbd_hook_orig(&dbd_hooks[H_UMOUNT]);
+	unsigned long dormant[BITS_TO_LONGS(DBD_HARD_MAX_DEVICES)] = { 0 };
+	char *mnt_path;
+	int ret;
+
+	/* path_umount consumes the path: remember where it was */
+	mnt_path = dbd_mount_pre_umount(path, dormant);
+	ret = orig(path, flags);
+	dbd_mount_post_umount(mnt_path, dormant, ret);
+	kfree(mnt_path);
+	module_put(THIS_MODULE);
+	return ret;
+}
+
+static int dbd_path_mount(const char *dev_name, struct path *path,
+			  const char *type_page, unsigned long flags,
+			  void *data_page)
+{
+	path_mount_fn orig = (path_mount_fn)dbd_hook_orig(&dbd_hooks[H_MOUNT]);
+	unsigned long dormant[BITS_TO_LONGS(DBD_HARD_MAX_DEVICES)] = { 0 };
+	unsigned long f = flags;
+	char *mnt_path = NULL;
+	int ret;
+
+	if ((f & MS_MGC_MSK) == MS_MGC_VAL)
+		f &= ~MS_MGC_MSK;
+	if (f & (MS_BIND | MS_SHARED | MS_PRIVATE | MS_SLAVE |
+		 MS_UNBINDABLE | MS_MOVE)) {
+		ret = orig(dev_name, path, type_page, flags, data_page);
+	} else if ((f & MS_REMOUNT) && (f & MS_RDONLY)) {
+		/* remount-ro counts as an unmount */
+		mnt_path = dbd_mount_pre_umount(path, dormant);
+		ret = orig(dev_name, path, type_page, flags, data_page);
+		dbd_mount_post_umount(mnt_path, dormant, ret);
+		kfree(mnt_path);
+	} else {
+		ret = orig(dev_name, path, type_page, flags, data_page);
+		if (!ret && !(f & MS_RDONLY))
+			dbd_mount_activate_path(path, !(f & MS_REMOUNT));
+	}
+	module_put(THIS_MODULE);
+	return ret;
+}
+
+static long dbd_sys_move_mount(const struct pt_regs *regs)
+{
+	syscall_fn orig = (syscall_fn)dbd_hook_orig(&dbd_hooks[H_MOVE_MOUNT]);
+	/* move_mount(from_dfd, from_path, to_dfd, to_path, flags) */
+	int to_dfd = (int)regs->dx;
+	const char __user *to_path = (const char __user *)regs->r10;
+	unsigned int mflags = (unsigned int)regs->r8;
+	unsigned int lookup = LOOKUP_FOLLOW;
+	struct path p;
+	long ret;
+
+	ret = orig(regs);
+	if (!ret) {
+		if (mflags & MOVE_MOUNT_T_EMPTY_PATH)
+			lookup |= LOOKUP_EMPTY;
+		if (!user_path_at(to_dfd, to_path, lookup, &p)) {
+			dbd_mount_activate_path(&p, false);
+			path_put(&p);
+		}
+	}
+	module_put(THIS_MODULE);
+	return ret;
+}
+
+/* ------------------------------------------------------------ setup */
+
+int dbd_hooks_init(void)
+{
+	int i, ret;
+
+	for (i = 0; i < H_COUNT; i++) {
+		struct dbd_hook *h = &dbd_hooks[i];
+
+		h->ops.func = dbd_hook_cb;
+		h->ops.flags = DBD_HOOK_FLAGS;
+#ifndef CONFIG_HAVE_DYNAMIC_FTRACE_WITH_ARGS
+		h->ops.flags |= FTRACE_OPS_FL_SAVE_REGS;
+#endif
+		ret = ftrace_set_filter(&h->ops, (unsigned char *)h->name,
+					strlen(h->name), 0);
+		if (!ret)
+			ret = register_ftrace_function(&h->ops);
+		if (ret) {
+			dbd_warn("cannot hook %s, mount detection incomplete: %d",
+				 h->name, ret);
+			continue;
+		}
+		h->registered = true;
+	}
+	return 0;
+}
+
+void dbd_hooks_exit(void)
+{
+	int i;
+
+	for (i = 0; i < H_COUNT; i++) {
+		struct dbd_hook *h = &dbd_hooks[i];
+
+		if (!h->registered)
+			continue;
+		unregister_ftrace_function(&h->ops);
+		ftrace_free_filter(&h->ops);
+		h->registered = false;
+	}
+}

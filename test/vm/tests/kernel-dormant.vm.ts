@@ -1,0 +1,148 @@
+// SPDX-License-Identifier: GPL-2.0-only
+// dattobd.ko mount/umount handling (SPEC §3.2, §3.5, §2.10): umount makes
+// an active device dormant (COW file closed clean), the next rw mount
+// (mount(2) or the new mount API) makes it active again; destroy works
+// while dormant with the filesystem unmounted; reload of a cleanly closed
+// COW file (also after a module reload) becomes active on mount; a dirty
+// COW file is refused with an error and no crash.
+import assert from 'node:assert/strict';
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { VmContext } from '../guest/api.js';
+import { badBlocks, blockHashes, describedFile, errCode, fileBlocks, partition, readCowHeader } from '../../kernel/vm/helpers.js';
+
+function prepare(t: VmContext, fs: 'ext4' | 'xfs'): { part: string; mnt: string } {
+  const part = partition(t, t.disks[0]!, fs === 'xfs' ? 320 : 96);
+  t.mkfs(fs, part, fs === 'ext4' ? ['-E', 'lazy_itable_init=0,lazy_journal_init=0'] : []);
+  const mnt = t.mount(part);
+  writeFileSync(join(mnt, 'described'), describedFile(1024, 1));
+  t.sh('sync');
+  t.loadModule();
+  return { part, mnt };
+}
+
+function sameExceptCow(a: string[], b: string[], cow: Set<number>): number[] {
+  return b.map((h, i) => (h !== a[i] && !cow.has(i) ? i : -1)).filter((i) => i >= 0);
+}
+
+function newMountTool(t: VmContext): string {
+  const out = join(t.tmp, 'newmount');
+  t.run(['gcc', '-O1', '-o', out, join(t.repo, 'test/kernel/vm/newmount.c')]);
+  return out;
+}
+
+async function dormantCycle(t: VmContext, fs: 'ext4' | 'xfs'): Promise<void> {
+  const { part, mnt } = prepare(t, fs);
+  t.ioctl.setup(0, part, `${mnt}/.datto`, 16);
+  const before = blockHashes('/dev/datto0');
+  const cow = fileBlocks(t, `${mnt}/.datto`);
+  const described = fileBlocks(t, `${mnt}/described`);
+  t.sh(`dd if=/dev/urandom of=${mnt}/described bs=4k count=64 conv=notrunc status=none && sync`);
+
+  t.umount(mnt);
+  assert.equal(t.ioctl.info(0).state, 1, 'umount must make the snapshot dormant');
+  assert.equal(existsSync('/dev/datto0'), true);
+  assert.notEqual(t.sh('dd if=/dev/datto0 of=/dev/null bs=4k count=1 iflag=direct', { allowFail: true }).code, 0, 'dormant reads fail');
+  // a write to the unmounted origin (over the described file's data) is
+  // still tracked (kept in memory until the COW file is back)
+  const target = Math.min(...described);
+  t.sh(`dd if=/dev/urandom of=${part} bs=4k seek=${target} count=8 conv=notrunc oflag=direct status=none`);
+  // a read-only mount does not activate; the COW file is clean on disk
+  const ro = t.mount(part, { type: fs, options: 'ro' });
+  assert.equal(t.ioctl.info(0).state, 1);
+  assert.equal(readCowHeader(`${ro}/.datto`).flags & 1, 1, 'dormant COW file must be CLEAN on disk');
+  t.umount(ro);
+
+  t.mount(part, { dir: mnt });
+  const info = t.ioctl.info(0);
+  assert.equal(info.state, 3, 'rw mount must re-activate the snapshot');
+  assert.equal(info.error, 0);
+  t.sh('blockdev --flushbufs /dev/datto0 && echo 3 > /proc/sys/vm/drop_caches');
+  const after = blockHashes('/dev/datto0');
+  const diff = sameExceptCow(before, after, cow);
+  assert.deepEqual(diff.slice(0, 20), [], `${diff.length} snapshot blocks changed across dormant/active`);
+
+  // incremental: umount -> state 0, new mount API mount -> state 2
+  t.ioctl.transitionInc(0);
+  t.umount(mnt);
+  assert.equal(t.ioctl.info(0).state, 0);
+  t.run([newMountTool(t), fs, part, mnt]);
+  assert.equal(t.ioctl.info(0).state, 2, 'a mount through fsmount/move_mount must re-activate');
+  // remount-ro -> dormant, remount-rw -> active
+  t.run(['mount', '-o', 'remount,ro', mnt]);
+  assert.equal(t.ioctl.info(0).state, 0, 'remount-ro must make the device dormant');
+  t.run(['mount', '-o', 'remount,rw', mnt]);
+  assert.equal(t.ioctl.info(0).state, 2, 'remount-rw must re-activate');
+  t.ioctl.destroy(0);
+  t.umount(mnt);
+  t.unloadModule();
+}
+
+export async function dormantCycleExt4(t: VmContext): Promise<void> {
+  await dormantCycle(t, 'ext4');
+}
+
+export async function dormantCycleXfs(t: VmContext): Promise<void> {
+  await dormantCycle(t, 'xfs');
+}
+
+export async function destroyDormantUnmounted(t: VmContext): Promise<void> {
+  const { part, mnt } = prepare(t, 'ext4');
+  t.ioctl.setup(0, part, `${mnt}/.datto`, 16);
+  t.umount(mnt);
+  assert.equal(t.ioctl.info(0).state, 1);
+  t.ioctl.destroy(0);
+  assert.throws(() => t.ioctl.info(0), (e) => errCode(e) === 'ENOENT');
+  assert.equal(existsSync('/dev/datto0'), false);
+  // the disk is no longer traced: writes and a new setup work
+  t.mount(part, { dir: mnt });
+  assert.equal(existsSync(`${mnt}/.datto`), true, 'a dormant destroy keeps the COW file');
+  t.ioctl.setup(1, part, `${mnt}/.datto2`, 16);
+  t.ioctl.destroy(1);
+  t.umount(mnt);
+  t.unloadModule();
+}
+
+export async function reloadAfterUnmountAndModuleReload(t: VmContext): Promise<void> {
+  const { part, mnt } = prepare(t, 'ext4');
+  t.ioctl.setup(0, part, `${mnt}/.datto`, 16);
+  const uuid = t.ioctl.info(0).uuid;
+  t.sh(`dd if=/dev/urandom of=${mnt}/described bs=4k count=64 conv=notrunc status=none && sync`);
+  // keep a dirty copy of the COW file (in use: header not CLEAN)
+  t.sh(`cp ${mnt}/.datto ${mnt}/.dirty && sync`);
+  t.umount(mnt);
+  assert.equal(t.ioctl.info(0).state, 1);
+  t.ioctl.destroy(0);
+  t.unloadModule();
+
+  t.loadModule();
+  t.ioctl.reloadSnap(0, part, '/.datto');
+  assert.equal(t.ioctl.info(0).state, 5);
+  t.mount(part, { dir: mnt });
+  const info = t.ioctl.info(0);
+  assert.equal(info.error, 0, `activation failed: ${info.error}`);
+  assert.equal(info.state, 3, 'reloaded snapshot must become active on mount');
+  assert.equal(info.uuid, uuid);
+  assert.equal(info.seqid, 1);
+  assert.equal(info.cow, '/.datto');
+  assert.equal(info.bdev, part);
+  // the snapshot still shows the data from before the first session's writes
+  // (writes made by the umount itself are lost across a reload, SPEC P7,
+  // hence a journal-less read-only mount)
+  const snap = t.mount('/dev/datto0', { type: 'ext4', options: 'ro,noload' });
+  assert.deepEqual(badBlocks(`${snap}/described`, 1), [], 'reloaded snapshot lost pre-snapshot data');
+  t.umount(snap);
+
+  // reload of a dirty (never cleanly closed) file: error, stays unverified
+  t.umount(mnt);
+  t.ioctl.destroy(0);
+  t.ioctl.reloadInc(1, part, '/.dirty');
+  t.mount(part, { dir: mnt });
+  const bad = t.ioctl.info(1);
+  assert.equal(bad.state, 4);
+  assert.equal(bad.error, -22, 'a dirty COW file must be refused with EINVAL');
+  assert.ok(t.kmsg().some((l) => l.includes('not left in clean state')), 'dirty-file message missing from the kernel log');
+  t.ioctl.destroy(1);
+  t.umount(mnt);
+  t.unloadModule();
+}
