@@ -70,15 +70,23 @@ export class BlockStore {
 
   /** Zero a range; whole pages are dropped (sparse again). */
   zero(offset: number, length: number): void {
-    let done = 0;
-    while (done < length) {
-      const pos = offset + done;
-      const pg = Math.floor(pos / PAGE);
-      const inPg = pos - pg * PAGE;
-      const n = Math.min(PAGE - inPg, length - done);
-      if (n === PAGE) this.pages.delete(pg);
-      else this.pages.get(pg)?.fill(0, inPg, inPg + n);
-      done += n;
+    if (length <= 0) return;
+    const firstPg = Math.floor(offset / PAGE);
+    const lastPg = Math.floor((offset + length - 1) / PAGE);
+    if (lastPg - firstPg + 1 > 2 * this.pages.size) {
+      // huge range over a sparse store: visit resident pages only
+      for (const pg of [...this.pages.keys()]) {
+        if (pg >= firstPg && pg <= lastPg) this.zeroInPage(pg, offset, length);
+      }
+      return;
     }
+    for (let pg = firstPg; pg <= lastPg; pg++) this.zeroInPage(pg, offset, length);
+  }
+
+  private zeroInPage(pg: number, offset: number, length: number): void {
+    const start = Math.max(offset, pg * PAGE) - pg * PAGE;
+    const end = Math.min(offset + length, (pg + 1) * PAGE) - pg * PAGE;
+    if (start === 0 && end === PAGE) this.pages.delete(pg);
+    else this.pages.get(pg)?.fill(0, start, end);
   }
 }

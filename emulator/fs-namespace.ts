@@ -1,14 +1,18 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /**
  * The filesystem namespace in which COW files (and backup images) live.
- * Paths, directories and file bytes are kept by memfs; what memfs cannot
- * model is added here: preallocated-but-unwritten space (fallocate), free
- * space accounting (ENOSPC, statfs for auto-expand) and the in-memory
- * immutable flag the driver puts on an in-use COW file.
+ * memfs keeps the namespace: directories, file names, lookup, unlink. What
+ * memfs cannot model is kept here per inode: the file bytes in a sparse page
+ * store (memfs files are one contiguous buffer; a COW file's data area starts
+ * after its index, gigabytes into the file on a large volume), preallocated
+ * but unwritten space (fallocate), free-space accounting (ENOSPC, statfs for
+ * auto-expand) and the in-memory immutable flag the driver puts on an
+ * in-use COW file.
  */
 import { posix } from 'node:path';
 import { Volume as MemVolume } from 'memfs';
 import { ERRNO } from '../src/abi/errno.js';
+import { BlockStore } from './block-store.js';
 
 /** An errno-carrying failure of a namespace operation. */
 export class FsError extends Error {
@@ -22,21 +26,18 @@ export class FsError extends Error {
 }
 
 interface MemFs {
-  openSync(path: string, flags: string): number;
-  closeSync(fd: number): void;
-  readSync(fd: number, buf: Uint8Array, off: number, len: number, pos: number): number;
-  writeSync(fd: number, buf: Uint8Array, off: number, len: number, pos: number): number;
-  ftruncateSync(fd: number, len: number): void;
-  fstatSync(fd: number): { size: number };
+  writeFileSync(path: string, data: string): void;
   statSync(path: string): { isDirectory(): boolean; isFile(): boolean; size: number };
   existsSync(path: string): boolean;
   mkdirSync(path: string, o?: { recursive?: boolean }): unknown;
   unlinkSync(path: string): void;
 }
 
-/** Per-inode bookkeeping: allocated size and the immutable flag. */
+/** Per-inode state: bytes, size, allocation and the immutable flag. */
 interface Inode {
-  /** Logical size incl. preallocated tail (memfs holds only the written prefix). */
+  /** The file's bytes (sparse; never-written ranges read as zero). */
+  data: BlockStore;
+  /** File size (incl. a preallocated tail). */
   size: number;
   immutable: boolean;
   /** Bytes charged against the filesystem's free space. */
@@ -46,10 +47,11 @@ interface Inode {
 
 /** An open file: positional I/O that keeps working after unlink. */
 export class NsFile {
+  private open = true;
+
   constructor(
     private readonly ns: FsNamespace,
     readonly path: string,
-    private readonly fd: number,
     readonly inode: Inode,
   ) {}
 
@@ -57,27 +59,28 @@ export class NsFile {
     return this.inode.size;
   }
 
-  /** Read at `pos`; bytes past the written prefix but inside the size read as zero. */
+  /** Read at `pos` (up to the file size). */
   read(buf: Uint8Array, pos: number): number {
     const want = Math.max(0, Math.min(buf.length, this.inode.size - pos));
     if (want === 0) return 0;
-    const got = this.ns.fs.readSync(this.fd, buf, 0, want, pos);
-    if (got < want) buf.fill(0, got, want);
+    this.inode.data.read(pos, buf.subarray(0, want));
     return want;
   }
 
   /** Write at `pos` (the driver's own writes; callers check immutability). */
   write(data: Uint8Array, pos: number): number {
     const end = pos + data.length;
-    if (end > this.inode.size) this.ns.charge(this.inode, end);
-    this.ns.fs.writeSync(this.fd, data, 0, data.length, pos);
+    if (end > this.inode.size) {
+      if (end > this.ns.maxFileBytes) throw new FsError(ERRNO.EFBIG, 'write beyond the maximum file size');
+      this.ns.charge(this.inode, end);
+    }
+    this.inode.data.write(pos, data);
     if (end > this.inode.size) this.inode.size = end;
     return data.length;
   }
 
   truncate(len: number): void {
-    const real = this.ns.fs.fstatSync(this.fd).size;
-    if (real > len) this.ns.fs.ftruncateSync(this.fd, len);
+    if (this.inode.size > len) this.inode.data.zero(len, this.inode.size - len);
     this.inode.size = len;
     this.ns.release(this.inode, len);
   }
@@ -94,7 +97,11 @@ export class NsFile {
   }
 
   close(): void {
-    this.ns.fs.closeSync(this.fd);
+    this.open = false;
+  }
+
+  get isOpen(): boolean {
+    return this.open;
   }
 }
 
@@ -176,10 +183,9 @@ export class FsNamespace {
   private inodeOf(p: string): Inode {
     let ino = this.inodes.get(p);
     if (!ino) {
-      const size = this.fs.statSync(this.m(p)).size;
-      ino = { size, immutable: false, charged: 0, unlinked: false };
+      // a file created in memfs behind our back: empty
+      ino = { data: new BlockStore(), size: 0, immutable: false, charged: 0, unlinked: false };
       this.inodes.set(p, ino);
-      this.charge(ino, size);
     }
     return ino;
   }
@@ -203,15 +209,14 @@ export class FsNamespace {
     if (k === 'file') {
       const ino = this.inodeOf(p);
       if (ino.immutable) throw new FsError(ERRNO.EPERM, `${p} is an in-use COW file (immutable)`);
-      const fd = this.fs.openSync(this.m(p), 'r+');
-      const f = new NsFile(this, p, fd, ino);
+      const f = new NsFile(this, p, ino);
       f.truncate(0);
       return f;
     }
-    const fd = this.fs.openSync(this.m(p), 'w+');
-    const ino: Inode = { size: 0, immutable: false, charged: 0, unlinked: false };
+    this.fs.writeFileSync(this.m(p), '');
+    const ino: Inode = { data: new BlockStore(), size: 0, immutable: false, charged: 0, unlinked: false };
     this.inodes.set(p, ino);
-    return new NsFile(this, p, fd, ino);
+    return new NsFile(this, p, ino);
   }
 
   /** Open an existing regular file. Errors: ENOENT, EISDIR. */
@@ -220,7 +225,7 @@ export class FsNamespace {
     const k = this.kind(p);
     if (k === 'none') throw new FsError(ERRNO.ENOENT, `${p} does not exist`);
     if (k === 'dir') throw new FsError(ERRNO.EISDIR, `${p} is a directory`);
-    return new NsFile(this, p, this.fs.openSync(this.m(p), 'r+'), this.inodeOf(p));
+    return new NsFile(this, p, this.inodeOf(p));
   }
 
   /** Create a file of `size` bytes (sparse-ish: charged, not materialised). */
