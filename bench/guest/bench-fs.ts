@@ -83,6 +83,5 @@ function firstBlockOffset(t: VmContext, file: string): number {
 }
 
 export function removeCow(t: VmContext, fs: BenchFs): void {
-  t.run(['rm', '-f', fs.cow, fs.cow2]);
-  t.run(['sync']);
+  t.sh(`rm -f ${fs.cow} ${fs.cow2} && sync`);
 }

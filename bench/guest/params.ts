@@ -29,7 +29,7 @@ export const DEFAULT_PARAMS: BenchParams = {
   randMiB: 4,
   readMiB: 256,
   stormMiB: 256,
-  caseBudgetS: 75,
+  caseBudgetS: 60,
   minReps: 3,
 };
 

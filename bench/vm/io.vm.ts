@@ -7,7 +7,7 @@
 // of a ratio is the two disks rather than the driver.
 import type { VmContext } from '../../test/vm/guest/api.js';
 import { DATA_MIB, ensureBenchDisks, removeCow, type BenchFs } from '../guest/bench-fs.js';
-import { fio, type FioJob, type FioResult } from '../guest/fio.js';
+import { fioBatch, type FioJob, type FioResult } from '../guest/fio.js';
 import { kernelMem, memDelta, type KernelMem } from '../guest/meminfo.js';
 import { params, repeater } from '../guest/params.js';
 import { Recorder } from '../guest/record.js';
@@ -15,34 +15,32 @@ import { Recorder } from '../guest/record.js';
 const MINOR = 0;
 
 function sample(rec: Recorder, metric: string, side: 'raw' | 'traced', rep: number, r: FioResult): void {
-  rec.sample({
-    metric,
-    side,
-    rep,
-    value: r.mibps,
-    unit: 'MiB/s',
-    extra: {
-      iops: Math.round(r.iops),
-      bytes: r.bytes,
-      seconds: r.seconds,
-      clatUs: Math.round(r.clatUs),
-      ...(r.ctxtPerIo !== undefined ? { ctxtPerIo: Number(r.ctxtPerIo.toFixed(2)) } : {}),
-      ...(r.intrPerIo !== undefined ? { intrPerIo: Number(r.intrPerIo.toFixed(2)) } : {}),
-    },
-  });
+  const extra: Record<string, number> = { iops: Math.round(r.iops), bytes: r.bytes, seconds: r.seconds, clatUs: Math.round(r.clatUs) };
+  if (r.ctxtPerIo !== undefined) extra.ctxtPerIo = Number(r.ctxtPerIo.toFixed(2));
+  if (r.sysUsPerIo !== undefined) extra.sysUsPerIo = Number(r.sysUsPerIo.toFixed(1));
+  rec.sample({ metric, side, rep, value: r.mibps, unit: 'MiB/s', extra });
 }
 
-/** run job(raw fs) and job(traced fs) back to back, order alternating by rep */
-function pair(t: VmContext, rec: Recorder, metric: string, rep: number, job: (fs: BenchFs) => FioJob, raw: BenchFs, traced: BenchFs): void {
-  const a = (): void => sample(rec, metric, 'raw', rep, fio(t, job(raw)));
-  const b = (): void => sample(rec, metric, 'traced', rep, fio(t, job(traced)));
-  if (rep % 2 === 0) {
-    a();
-    b();
-  } else {
-    b();
-    a();
+interface PairSpec {
+  metric: string;
+  raw: FioJob;
+  traced: FioJob;
+}
+
+/**
+ * Run A/B pairs in one fio process (one process start for all of them):
+ * each pair's raw and traced job back to back, raw first in even
+ * repetitions and traced first in odd ones.
+ */
+function pairs(t: VmContext, rec: Recorder, rep: number, specs: readonly PairSpec[]): void {
+  const order: Array<{ metric: string; side: 'raw' | 'traced'; job: FioJob }> = [];
+  for (const p of specs) {
+    const a = { metric: p.metric, side: 'raw' as const, job: p.raw };
+    const b = { metric: p.metric, side: 'traced' as const, job: p.traced };
+    order.push(...(rep % 2 === 0 ? [a, b] : [b, a]));
   }
+  const res = fioBatch(t, order.map((o) => o.job));
+  order.forEach((o, i) => sample(rec, o.metric, o.side, rep, res[i] as FioResult));
 }
 
 function settledMem(t: VmContext): KernelMem {
@@ -79,7 +77,9 @@ export async function incrementalWrites(t: VmContext): Promise<void> {
   const seq = (fs: BenchFs): FioJob => ({ filename: fs.data, rw: 'write', bs: '4k', size: `${DATA_MIB}M`, runtimeS: p.runtimeS });
   const rand = (fs: BenchFs): FioJob => ({ filename: fs.data, rw: 'randwrite', bs: '4k', size: `${DATA_MIB}M`, runtimeS: p.runtimeS, randseed: 7 });
   // A/A control: both devices untracked
-  for (let rep = 0; rep < Math.min(p.reps, p.minReps); rep++) pair(t, rec, 'ctl.aa.rand4k', rep, rand, raw, traced);
+  for (let rep = 0; rep < Math.min(p.reps, p.minReps); rep++) {
+    pairs(t, rec, rep, [{ metric: 'ctl.aa.rand4k', raw: rand(raw), traced: rand(traced) }]);
+  }
 
   const before = settledMem(t);
   t.ioctl.setup(MINOR, traced.dev, traced.cow, 64);
@@ -89,8 +89,10 @@ export async function incrementalWrites(t: VmContext): Promise<void> {
   memSample(rec, 'mem.inc.idle', 0, traced, memDelta(settledMem(t), before), 'incremental, right after transition');
   const more = repeater(p);
   for (let rep = 0; more(rep); rep++) {
-    pair(t, rec, 'inc.seq4k', rep, seq, raw, traced);
-    pair(t, rec, 'inc.rand4k', rep, rand, raw, traced);
+    pairs(t, rec, rep, [
+      { metric: 'inc.seq4k', raw: seq(raw), traced: seq(traced) },
+      { metric: 'inc.rand4k', raw: rand(raw), traced: rand(traced) },
+    ]);
   }
   memSample(rec, 'mem.inc.written', 0, traced, memDelta(settledMem(t), before), 'incremental, after the write runs');
   const info = t.ioctl.info(MINOR);
@@ -123,17 +125,6 @@ export async function snapshotWritesAndReads(t: VmContext): Promise<void> {
     randseed: seed,
   });
   const read = (dev: string): FioJob => ({ filename: dev, rw: 'read', bs: '1M', offset: String(traced.dataDevOffset), size: `${p.readMiB}M` });
-  const readPair = (metric: string, rep: number): void => {
-    const origin = (): void => sample(rec, metric, 'raw', rep, fio(t, read(traced.dev)));
-    const snap = (): void => sample(rec, metric, 'traced', rep, fio(t, read(`/dev/datto${MINOR}`)));
-    if (rep % 2 === 0) {
-      origin();
-      snap();
-    } else {
-      snap();
-      origin();
-    }
-  };
   const more = repeater(p);
   for (let rep = 0; more(rep); rep++) {
     const seed = 100 + rep;
@@ -142,13 +133,16 @@ export async function snapshotWritesAndReads(t: VmContext): Promise<void> {
     const st = t.ioctl.info(MINOR).state;
     if (st !== 3) throw new Error(`expected active snapshot state 3 after setup, got ${st}`);
     memSample(rec, 'mem.snap.idle', rep, traced, memDelta(settledMem(t), before), 'snapshot, right after setup');
-    readPair('snap.read.fresh', rep);
-    pair(t, rec, 'snap.first.seq1m', rep, seq, raw, traced);
-    pair(t, rec, 'snap.rewrite.seq1m', rep, seq, raw, traced);
-    pair(t, rec, 'snap.first.rand4k', rep, rand(seed), raw, traced);
-    pair(t, rec, 'snap.rewrite.rand4k', rep, rand(seed), raw, traced);
+    const snapDev = `/dev/datto${MINOR}`;
+    pairs(t, rec, rep, [
+      { metric: 'snap.read.fresh', raw: read(traced.dev), traced: read(snapDev) },
+      { metric: 'snap.first.seq1m', raw: seq(raw), traced: seq(traced) },
+      { metric: 'snap.rewrite.seq1m', raw: seq(raw), traced: seq(traced) },
+      { metric: 'snap.first.rand4k', raw: rand(seed)(raw), traced: rand(seed)(traced) },
+      { metric: 'snap.rewrite.rand4k', raw: rand(seed)(raw), traced: rand(seed)(traced) },
+      { metric: 'snap.read.cowed', raw: read(traced.dev), traced: read(snapDev) },
+    ]);
     memSample(rec, 'mem.snap.written', rep, traced, memDelta(settledMem(t), before), `snapshot, after ${p.seqMiB + p.randMiB} MiB of first writes`);
-    readPair('snap.read.cowed', rep);
     t.ioctl.destroy(MINOR);
     removeCow(t, traced);
   }

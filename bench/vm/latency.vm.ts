@@ -4,6 +4,7 @@
 // page cache, so the freeze has to flush it). A guest process start costs
 // milliseconds under TCG: the median wall time of `dbd-ioctl get-free`
 // (no work in the driver) is subtracted and reported as well.
+import type { ChildProcess } from 'node:child_process';
 import type { VmContext } from '../../test/vm/guest/api.js';
 import { ensureBenchDisks, removeCow, type BenchFs } from '../guest/bench-fs.js';
 import { fioBackground, sleep, stopBackground } from '../guest/fio.js';
@@ -24,23 +25,12 @@ function median(xs: number[]): number {
   return n % 2 ? (s[(n - 1) / 2] as number) : ((s[n / 2 - 1] as number) + (s[n / 2] as number)) / 2;
 }
 
-async function withBusy<T>(t: VmContext, fs: BenchFs, busy: boolean, fn: () => T): Promise<T> {
-  if (!busy) return fn();
-  const c = fioBackground(t, {
-    filename: fs.busy,
-    rw: 'write',
-    bs: '1M',
-    size: '256M',
-    runtimeS: 600,
-    direct: false,
-  });
-  try {
-    await sleep(1500);
-    if (c.exitCode !== null) throw new Error(`background fio exited early (${c.exitCode})`);
-    return fn();
-  } finally {
-    await stopBackground(c);
-  }
+/** a buffered sequential writer on the traced filesystem, running until stopped */
+async function startBusy(t: VmContext, fs: BenchFs): Promise<ChildProcess> {
+  const c = fioBackground(t, { filename: fs.busy, rw: 'write', bs: '1M', size: '256M', runtimeS: 600, direct: false });
+  await sleep(1500);
+  if (c.exitCode !== null) throw new Error(`background fio exited early (${c.exitCode})`);
+  return c;
 }
 
 export async function setupAndTransitionLatency(t: VmContext): Promise<void> {
@@ -49,7 +39,7 @@ export async function setupAndTransitionLatency(t: VmContext): Promise<void> {
   const rec = new Recorder(t);
   t.loadModule();
   const spawn: number[] = [];
-  for (let i = 0; i < 7; i++) spawn.push(timed(() => t.ioctl.getFree()));
+  for (let i = 0; i < 5; i++) spawn.push(timed(() => t.ioctl.getFree()));
   const base = median(spawn);
   spawn.forEach((ms, rep) => rec.sample({ metric: 'lat.spawn', side: 'value', rep, value: ms, unit: 'ms' }));
 
@@ -64,25 +54,27 @@ export async function setupAndTransitionLatency(t: VmContext): Promise<void> {
     });
 
   const more = repeater(p, Math.min(p.reps, 4));
+  const measure = (tag: string, rep: number, busy: boolean): void => {
+    // setup-snapshot (default COW size: 10 % of the volume, fallocated)
+    record(`lat.setup.${tag}`, rep, timed(() => t.ioctl.setup(MINOR, fs.dev, fs.cow)), busy);
+    t.ioctl.destroy(MINOR);
+    removeCow(t, fs);
+    // transition-to-snapshot from incremental
+    t.ioctl.setup(MINOR, fs.dev, fs.cow);
+    t.ioctl.transitionInc(MINOR);
+    record(`lat.transsnap.${tag}`, rep, timed(() => t.ioctl.transitionSnap(MINOR, fs.cow2)), busy);
+    const st = t.ioctl.info(MINOR).state;
+    if (st !== 3) throw new Error(`expected active snapshot state 3 after transition-to-snapshot, got ${st}`);
+    t.ioctl.destroy(MINOR);
+    removeCow(t, fs);
+  };
   for (let rep = 0; more(rep); rep++) {
-    for (const busy of rep % 2 === 0 ? [false, true] : [true, false]) {
-      const tag = busy ? 'busy' : 'idle';
-      // setup-snapshot (default COW size: 10 % of the volume, fallocated)
-      t.run(['sync']);
-      const ms = await withBusy(t, fs, busy, () => timed(() => t.ioctl.setup(MINOR, fs.dev, fs.cow)));
-      record(`lat.setup.${tag}`, rep, ms, busy);
-      t.ioctl.destroy(MINOR);
-      removeCow(t, fs);
-      // transition-to-snapshot from incremental
-      t.ioctl.setup(MINOR, fs.dev, fs.cow);
-      t.ioctl.transitionInc(MINOR);
-      t.run(['sync']);
-      const ms2 = await withBusy(t, fs, busy, () => timed(() => t.ioctl.transitionSnap(MINOR, fs.cow2)));
-      const st = t.ioctl.info(MINOR).state;
-      if (st !== 3) throw new Error(`expected active snapshot state 3 after transition-to-snapshot, got ${st}`);
-      record(`lat.transsnap.${tag}`, rep, ms2, busy);
-      t.ioctl.destroy(MINOR);
-      removeCow(t, fs);
+    measure('idle', rep, false);
+    const c = await startBusy(t, fs);
+    try {
+      measure('busy', rep, true);
+    } finally {
+      await stopBackground(c);
     }
   }
 }
