@@ -4,12 +4,14 @@
  * counts as open while the handle lives), volumes as raw block devices (writes
  * are traced), files on mounted volumes, and the host scratch area.
  */
+import { CTL_DEVICE_PATH, PROC_INFO_PATH } from '../src/abi/constants.js';
 import { ERRNO } from '../src/abi/errno.js';
 import { DriverError } from '../src/driver/errors.js';
 import type { BlockFile, DriverIo } from '../src/driver/types.js';
 import { FsError, type NsFile } from './fs-namespace.js';
+import { procText } from './proc.js';
 import { snapshotRead, tracedWrite } from './tracer.js';
-import type { World } from './world.js';
+import { World } from './world.js';
 
 function fsErr(e: unknown, op: string, path: string): never {
   if (e instanceof FsError) throw new DriverError(e.errno, op, `${op} ${path}: ${e.message}`);
@@ -50,6 +52,26 @@ export class EmulatorIo implements DriverIo {
 
   private open(path: string, writable: boolean): BlockFile {
     const w = this.w;
+    const norm = World.norm(path);
+    if (norm === PROC_INFO_PATH) {
+      if (writable) throw new DriverError(ERRNO.EACCES, 'open', `${PROC_INFO_PATH} is read-only`);
+      const text = new TextEncoder().encode(procText(w)); // a snapshot taken at open, like seq_file
+      return {
+        size: () => text.length,
+        read: (buf, offset) => {
+          const n = Math.max(0, Math.min(buf.length, text.length - offset));
+          if (n > 0) buf.set(text.subarray(offset, offset + n));
+          return n;
+        },
+        write: () => {
+          throw new DriverError(ERRNO.EBADF, 'write', `${PROC_INFO_PATH} is open read-only`);
+        },
+        close: () => undefined,
+      };
+    }
+    if (norm === CTL_DEVICE_PATH) {
+      throw new DriverError(ERRNO.EINVAL, 'open', `${CTL_DEVICE_PATH} only takes ioctls`, 'use the ctl interface of the backend');
+    }
     const r = w.resolve(path);
     if (r.kind === 'snapdev') {
       if (writable) throw new DriverError(ERRNO.EROFS, 'open', `${r.path} is a read-only snapshot device`);
@@ -131,6 +153,8 @@ export class EmulatorIo implements DriverIo {
   }
 
   exists(path: string): boolean {
+    const norm = World.norm(path);
+    if (norm === CTL_DEVICE_PATH || norm === PROC_INFO_PATH) return true; // the driver is loaded
     const r = this.w.resolve(path);
     if (r.kind === 'bdev' || r.kind === 'snapdev') return true;
     const loc = this.w.fileLocation(r);

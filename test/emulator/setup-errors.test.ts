@@ -88,3 +88,18 @@ describe('setup-snapshot validation (SPEC §1.4)', () => {
     expect(errnoOf(() => e.ctl.getFreeMinor())).toBe('ENOENT');
   });
 });
+
+describe('driver presence through DriverIo', () => {
+  it('/dev/datto-ctl exists and /proc/datto-info reads the proc text', () => {
+    const e = world();
+    setup(e);
+    expect(e.io.exists('/dev/datto-ctl')).toBe(true);
+    expect(e.io.exists('/proc/datto-info')).toBe(true);
+    const f = e.io.openRead('/proc/datto-info');
+    const buf = new Uint8Array(f.size());
+    f.read(buf, 0);
+    f.close();
+    expect(new TextDecoder().decode(buf)).toBe(e.ctl.procInfo());
+    expect(errnoOf(() => e.io.openReadWrite('/proc/datto-info'))).toBe('EACCES');
+  });
+});
