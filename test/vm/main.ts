@@ -12,6 +12,7 @@ import type { CaseResult } from './guest/runner.js';
 import { buildDattobdAsync, buildFixtureAsync, buildIoctlTool, type BuildResult } from './lib/build.js';
 import { bundleGuest, remapStack } from './lib/bundle.js';
 import { buildInitramfs } from './lib/initramfs.js';
+import { pvhKernel } from './lib/pvh.js';
 import { HarnessError, prepareKernels, selectedKernelNames, type KernelInfo } from './lib/kernels.js';
 import { formatProblems, scanKernelLog } from './lib/logscan.js';
 import { REPO, vmDir } from './lib/paths.js';
@@ -43,6 +44,7 @@ const opts = {
   shell: env.DBD_VM_SHELL && env.DBD_VM_SHELL !== '0' ? env.DBD_VM_SHELL : undefined,
   hungTaskSecs: num(env.DBD_VM_HUNG_TASK, 30),
   loglevel: num(env.DBD_VM_LOGLEVEL, 8),
+  pvh: env.DBD_VM_PVH !== '0',
 };
 
 function argValue(flag: string): string | undefined {
@@ -51,7 +53,7 @@ function argValue(flag: string): string | undefined {
 }
 
 const results: Result[] = [];
-const bootTimes: Array<{ kernel: string; kver: string; boot: string; seconds: number }> = [];
+const bootTimes: Array<{ kernel: string; kver: string; boot: string; seconds: number } & BootResult['marks']> = [];
 const log = (s: string): void => console.log(s);
 
 function record(r: Result): void {
@@ -78,6 +80,8 @@ function newRunDir(kernel: KernelInfo, label: string): string {
 
 interface KernelBuild {
   kernel: KernelInfo;
+  /** uncompressed vmlinux for a direct PVH boot, or null (boot the bzImage) */
+  image: string | null;
   dattobd: BuildResult;
   hello: BuildResult;
   broken: BuildResult;
@@ -139,12 +143,17 @@ async function runSuite(
     memMiB: opts.memMiB,
     hungTaskSecs: opts.hungTaskSecs,
     loglevel: opts.loglevel,
+    ...(kb.image ? { kernelImage: kb.image } : {}),
     // boot + node start, then each case must begin or end within the case timeout
     idle: { ms: (opts.caseTimeoutS + 60) * 1000, progress: /dbd-vm: (init:|runner started|BEGIN |PASSED |FAILED |SKIPPED )/ },
     onSerial: opts.verbose ? (s) => process.stdout.write(s) : undefined,
   });
-  bootTimes.push({ kernel: kb.kernel.name, kver: kb.kernel.kver, boot: label, seconds: boot.seconds });
-  log(`boot [${kb.kernel.name}] ${label}: ${boot.seconds.toFixed(1)} s (QEMU start to power-off), payload exit ${boot.exitCode ?? 'none'}`);
+  bootTimes.push({ kernel: kb.kernel.name, kver: kb.kernel.kver, boot: label, seconds: boot.seconds, ...boot.marks });
+  const f = (x: number | null): string => (x === null ? '-' : `${x.toFixed(1)} s`);
+  log(
+    `boot [${kb.kernel.name}] ${label}: ${boot.seconds.toFixed(1)} s QEMU start to power-off ` +
+      `(console ${f(boot.marks.firstOutput)}, init ready ${f(boot.marks.initReady)}, tests done ${f(boot.marks.payloadDone)}), payload exit ${boot.exitCode ?? 'none'}`,
+  );
   const resFile = join(runDir, 'results.jsonl');
   const cases: CaseResult[] = existsSync(resFile)
     ? readFileSync(resFile, 'utf8')
@@ -281,10 +290,11 @@ async function shellMode(kb: KernelBuild, tool: string | null, cmd: string): Pro
     memMiB: opts.memMiB,
     hungTaskSecs: opts.hungTaskSecs,
     loglevel: opts.loglevel,
+    ...(kb.image ? { kernelImage: kb.image } : {}),
     interactive,
     onSerial: interactive ? undefined : (s) => process.stdout.write(s),
   });
-  log(`\nshell [${kb.kernel.name}]: exit ${boot.exitCode ?? 'none'}${boot.timedOut ? ' (timed out)' : ''} after ${boot.seconds.toFixed(1)} s; dmesg: ${join(runDir, 'dmesg.txt')}`);
+  log(`\nshell [${kb.kernel.name}]: exit ${boot.exitCode ?? 'none'}${boot.timedOut ? ' (timed out)' : ''} after ${boot.seconds.toFixed(1)} s (console at ${boot.marks.firstOutput?.toFixed(1) ?? '-'} s, init ready ${boot.marks.initReady?.toFixed(1) ?? '-'} s, payload done ${boot.marks.payloadDone?.toFixed(1) ?? '-'} s); dmesg: ${join(runDir, 'dmesg.txt')}`);
   const problems = scanKernelLog(boot.dmesg || boot.serial);
   if (problems.length) log(`kernel log problems:\n${formatProblems(problems)}`);
   return boot.exitCode ?? 1;
@@ -333,7 +343,7 @@ async function main(): Promise<void> {
     const hello = await buildFixtureAsync(k, 'hello-module');
     const broken = await buildFixtureAsync(k, 'broken-module');
     if (!hello.ok) record({ kernel: k.name, name: 'build fixture hello-module', status: 'failed', ms: 0, error: hello.output });
-    return { kernel: k, dattobd, hello, broken, initramfs: buildInitramfs(k) };
+    return { kernel: k, image: opts.pvh ? pvhKernel(k) : null, dattobd, hello, broken, initramfs: buildInitramfs(k) };
   };
 
   if (opts.shell) {

@@ -27,6 +27,8 @@ export interface BootOptions {
   /** stream the serial console to this callback as it arrives */
   onSerial?: (chunk: string) => void;
   extraCmdline?: string;
+  /** boot this image instead of kernel.vmlinuz (e.g. the PVH vmlinux) */
+  kernelImage?: string;
   /** console log level (default 8: everything to the serial console) */
   loglevel?: number;
   /** kernel.hung_task_timeout_secs in the guest (default 30) */
@@ -46,6 +48,8 @@ export interface BootResult {
   timeoutReason: string | null;
   qemuExit: number | null;
   seconds: number;
+  /** seconds from QEMU start to: the first console byte, init ready, the payload's end */
+  marks: { firstOutput: number | null; initReady: number | null; payloadDone: number | null };
   serial: string;
   /** full guest dmesg (from the run dir), or '' if the guest died first */
   dmesg: string;
@@ -83,7 +87,7 @@ export function qemuArgs(o: BootOptions): string[] {
     '-display', 'none',
     '-serial', o.interactive ? 'mon:stdio' : 'stdio',
     '-no-reboot',
-    '-kernel', o.kernel.vmlinuz,
+    '-kernel', o.kernelImage ?? o.kernel.vmlinuz,
     '-initrd', o.initramfs,
     '-append', append,
     '-virtfs', 'local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap',
@@ -151,8 +155,15 @@ export async function bootGuest(o: BootOptions): Promise<BootResult> {
     { stdio: o.interactive ? 'inherit' : ['ignore', 'pipe', 'pipe'] },
   );
   liveGuests.add(child);
+  const marks: BootResult['marks'] = { firstOutput: null, initReady: null, payloadDone: null };
   const onData = (b: Buffer): void => {
     const s = b.toString('utf8');
+    const now = (Date.now() - t0) / 1000;
+    if (marks.firstOutput === null) marks.firstOutput = now;
+    // markers may straddle chunks: look at the new text plus a little before it
+    const recent = serial.slice(-64) + s;
+    if (marks.initReady === null && recent.includes('dbd-vm: init: ready')) marks.initReady = now;
+    if (marks.payloadDone === null && recent.includes('dbd-vm: init: payload exited')) marks.payloadDone = now;
     serial += s;
     serialLog.write(b);
     o.onSerial?.(s);
@@ -207,5 +218,5 @@ export async function bootGuest(o: BootOptions): Promise<BootResult> {
   }
   const dmesgFile = join(o.runDir, 'dmesg.txt');
   const dmesg = existsSync(dmesgFile) ? readFileSync(dmesgFile, 'utf8') : '';
-  return { exitCode, timedOut, timeoutReason, qemuExit, seconds, serial, dmesg };
+  return { exitCode, timedOut, timeoutReason, qemuExit, seconds, marks, serial, dmesg };
 }
