@@ -140,6 +140,9 @@ export class KernelWorld {
           try {
             return sha(readAt(path, regionOffset(v, 0), cfg.regionBlocks * BLOCK));
           } catch (e) {
+            // a buffered read turns every bio error into EIO (page cache); the
+            // driver's own status (e.g. EBUSY for a dormant device) shows with O_DIRECT
+            if ((e as NodeJS.ErrnoException).code === 'EIO') this.directReadErrno(path, regionOffset(v, 0));
             errnoError(e);
           }
         });
@@ -174,6 +177,18 @@ export class KernelWorld {
           this.t.loadModule({ max_snap_devices: this.cfg.maxDevices });
         });
     }
+  }
+
+  /** One O_DIRECT block read through dd; throws DriverError with the driver's errno if it fails. */
+  private directReadErrno(path: string, offset: number): void {
+    const r = this.t.run(['dd', `if=${path}`, 'of=/dev/null', 'bs=4096', 'count=1', `skip=${offset / BLOCK}`, 'iflag=direct', 'status=none'], { allowFail: true });
+    if (r.code === 0) return;
+    const known: [RegExp, number][] = [
+      [/Device or resource busy/, ERRNO.EBUSY],
+      [/Input\/output error/, ERRNO.EIO],
+      [/No such device/, ERRNO.ENODEV],
+    ];
+    for (const [re, errno] of known) if (re.test(r.stderr)) throw new DriverError(errno, 'read', `O_DIRECT read of ${path}: ${r.stderr.trim()}`);
   }
 
   private shell(argv: string[], onOk: () => unknown): { outcome: Outcome } {
