@@ -4,7 +4,8 @@
  * write workload, verified bit for bit.
  *
  *   setup-snapshot → full copy of /dev/datto0 → transition-to-incremental →
- *   writes (and an unmount/mount while incremental) → transition-to-snapshot
+ *   writes (an unmount/mount, or a reboot + reload-incremental, while
+ *   incremental) → transition-to-snapshot
  *   with a new COW file → update-img of the changed blocks → verify → repeat.
  *
  * Environment: DBD_START_CYCLES (default 4), DBD_START_SEED (default 1),
@@ -105,7 +106,15 @@ function main(): number {
     step('transition-to-incremental');
     const w = runWorkload(emu, BDEV, size, rng, 300 + rng.int(700));
     step('workload', `${w.writes} writes, ${w.discards} discards, ${w.zeroes} write-zeroes (${kib(w.bytes)}); ${state()}`);
-    if (c % 2 === 0) {
+    if (c % 3 === 0) {
+      // clean reboot: the file is closed CLEAN, the initramfs reloads it before the rw mount
+      emu.reboot();
+      console.log('  reboot (clean: umount → dormant → module reloaded)');
+      ctl.reloadIncremental({ minor: MINOR, bdev: BDEV, cow: `/.datto-${cow}`, cacheSize: 0 });
+      step(`reload-incremental /.datto-${cow}`);
+      emu.mount(BDEV, MNT);
+      step(`mount ${MNT}`);
+    } else if (c % 2 === 0) {
       emu.umount(MNT);
       step(`umount ${MNT}`);
       runWorkload(emu, BDEV, size, rng, 50);
