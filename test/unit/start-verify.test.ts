@@ -24,11 +24,12 @@ describe('npm start helpers', () => {
 
   it('npm start runs the backup cycle and verifies every image (exit 0)', () => {
     const out = execFileSync('npx', ['tsx', 'src/start.ts'], {
-      env: { ...process.env, DBD_START_CYCLES: '2', DBD_START_MIB: '16' },
+      env: { ...process.env, DBD_START_CYCLES: '3', DBD_START_MIB: '16' },
       encoding: 'utf8',
     });
     expect(out).toContain('done: all images verified');
-    expect(out.match(/OK: bit-for-bit identical/g)?.length).toBe(6);
+    expect(out.match(/OK: bit-for-bit identical/g)?.length).toBe(8);
     expect(out).not.toContain('MISMATCH');
+    expect(out).toContain('reload-incremental');
   });
 });
