@@ -45,6 +45,7 @@ const opts = {
   hungTaskSecs: num(env.DBD_VM_HUNG_TASK, 30),
   loglevel: num(env.DBD_VM_LOGLEVEL, 8),
   pvh: env.DBD_VM_PVH !== '0',
+  cmdline: env.DBD_VM_CMDLINE ?? '',
 };
 
 function argValue(flag: string): string | undefined {
@@ -143,6 +144,7 @@ async function runSuite(
     memMiB: opts.memMiB,
     hungTaskSecs: opts.hungTaskSecs,
     loglevel: opts.loglevel,
+    extraCmdline: opts.cmdline,
     ...(kb.image ? { kernelImage: kb.image } : {}),
     // boot + node start, then each case must begin or end within the case timeout
     idle: { ms: (opts.caseTimeoutS + 60) * 1000, progress: /dbd-vm: (init:|runner started|BEGIN |PASSED |FAILED |SKIPPED )/ },
@@ -290,6 +292,7 @@ async function shellMode(kb: KernelBuild, tool: string | null, cmd: string): Pro
     memMiB: opts.memMiB,
     hungTaskSecs: opts.hungTaskSecs,
     loglevel: opts.loglevel,
+    extraCmdline: opts.cmdline,
     ...(kb.image ? { kernelImage: kb.image } : {}),
     interactive,
     onSerial: interactive ? undefined : (s) => process.stdout.write(s),
