@@ -28,7 +28,7 @@ for (const k of ['DBD_DIFF_RUNS', 'DBD_DIFF_SEED', 'DBD_DIFF_PATH', 'DBD_DIFF_MI
 const child = spawn(process.execPath, ['--import', 'tsx', 'test/vm/main.ts'], {
   cwd: repo,
   stdio: 'inherit',
-  env: { DBD_VM_SELFTEST: '0', ...process.env, DBD_VM_TESTS: process.env.DBD_VM_TESTS ?? 'diff-model', DBD_VM_KEEP: '1' },
+  env: { DBD_VM_SELFTEST: '0', DBD_VM_CASE_TIMEOUT: '300', ...process.env, DBD_VM_TESTS: process.env.DBD_VM_TESTS ?? 'diff-model', DBD_VM_KEEP: '1' },
 });
 const pid = child.pid;
 const paramsFile = join(vmDir, `diff-params-${pid}.json`);

@@ -14,7 +14,7 @@
 // Parameters (env in the guest, or <DBD_VM_DIR>/diff-params-<pid>.json written by
 // test/differential/run-vm-diff.ts, since the harness does not pass the
 // host's environment): DBD_DIFF_RUNS (sequences per kernel, default 100,
-// spread over the twenty cases below), DBD_DIFF_SEED, DBD_DIFF_PATH,
+// spread over the 25 cases below), DBD_DIFF_SEED, DBD_DIFF_PATH,
 // DBD_DIFF_MIN / DBD_DIFF_MAX (commands per sequence, default 20..50).
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -25,7 +25,7 @@ import { Comparator, Divergence } from '../../differential/vm-compare.js';
 import { KernelWorld } from '../../differential/vm-kernel.js';
 import { loopVolume } from '../../differential/vm-world.js';
 
-const BATCHES = 20;
+const BATCHES = 25;
 
 interface DiffParams {
   runs: number;
@@ -286,4 +286,19 @@ export async function sequences18(t: VmContext): Promise<void> {
 }
 export async function sequences19(t: VmContext): Promise<void> {
   await batch(t, 19);
+}
+export async function sequences20(t: VmContext): Promise<void> {
+  await batch(t, 20);
+}
+export async function sequences21(t: VmContext): Promise<void> {
+  await batch(t, 21);
+}
+export async function sequences22(t: VmContext): Promise<void> {
+  await batch(t, 22);
+}
+export async function sequences23(t: VmContext): Promise<void> {
+  await batch(t, 23);
+}
+export async function sequences24(t: VmContext): Promise<void> {
+  await batch(t, 24);
 }
