@@ -156,7 +156,7 @@ export function makeReal(seed = 1): Emulator {
     return s / 4294967296;
   };
   const emu = new Emulator({ maxSnapDevices: CFG.maxMinors, fallocatePercentage: CFG.pct, random });
-  emu.addVolume({ path: CFG.vol, sizeBytes: CFG.sizeBytes, fsFreeBytes: CFG.fsBytes });
+  emu.addVolume({ path: CFG.vol, sizeBytes: CFG.sizeBytes, partitionOffsetSectors: CFG.partitionOffsetSectors, fsFreeBytes: CFG.fsBytes });
   emu.mount(CFG.vol, CFG.mnt);
   emu.mkdir('/mnt/d');
   emu.mkdir('/tmp');

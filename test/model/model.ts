@@ -16,17 +16,21 @@ export const BLK = 4096;
 export const CFG = {
   vol: '/dev/vda',
   mnt: '/mnt',
-  sizeBytes: MIB / 2,
+  /** 512 KiB minus 7 sectors: the last 4 KiB block is partial (one sector), SPEC P11/P14. */
+  sizeBytes: MIB / 2 - 7 * 512,
+  /** The partition starts on an odd sector, so every 4 KiB block straddles two disk pages. */
+  partitionOffsetSectors: 63,
   /** Free space of the volume's filesystem when empty. */
   fsBytes: 8 * MIB,
   maxMinors: 4,
   pct: 10,
-  /** Geometry of a 512 KiB volume (SPEC §2.1): 128 blocks, 1 section. */
+  /** Geometry (SPEC §2.1): 127 whole blocks + 1 partial, 1 section. */
   dataOffset: 4096 + 32768,
   firstDataBlk: 9,
 } as const;
 
-export const NBLOCKS = CFG.sizeBytes / BLK;
+/** Blocks touched by the volume, counting the partial last one. */
+export const NBLOCKS = Math.ceil(CFG.sizeBytes / BLK);
 
 export type FaultKind = 'cowWrite' | 'fallocate' | 'originRead';
 

@@ -68,7 +68,7 @@ describe('model regressions', () => {
       { t: 'autoExpand', minor: 0, step: 1, res: 0 },
       { t: 'write', off: 0, len: 262144, seed: 1 },
       { t: 'fault', kind: 'fallocate', errno: 28 },
-      { t: 'write', off: 262144, len: 262144, seed: 2 },
+      { t: 'write', off: 262144, len: 258560, seed: 2 },
       { t: 'read', minor: 0, off: 0, len: 524288 },
       { t: 'destroy', minor: 0 },
       { t: 'fault', kind: 'cowWrite', errno: 5 },
