@@ -241,11 +241,16 @@ export async function cliReportsKernelErrors(t: VmContext): Promise<void> {
   assert.equal(usage.code, 2);
   await ok(t, 'destroy', '3');
 
-  // the real entry point, as a user runs it (one spawn: node + tsx start is slow under TCG)
-  const v = t.run(['node', '--import', 'tsx', 'src/cli/dbdctl.ts', '--json', 'get-free-minor'], { cwd: t.repo });
-  assert.deepEqual(JSON.parse(v.stdout), { minor: 0 });
-  t.log(`dbdctl process start to exit: ${v.ms} ms`);
   const w = await updateImg(t, '/dev/null', '/dev/null', '/dev/null');
   assert.equal(w.code, 3, w.stderr);
   assert.match(w.stderr, /does not appear to be a dattobd snapshot device/);
+}
+
+/** The real entry point, as a user runs it (node + the tsx loader start slowly under TCG). */
+export async function cliEntryPoint(t: VmContext): Promise<void> {
+  requireBinding(t);
+  t.loadModule();
+  const v = t.run(['node', '--import', 'tsx', 'src/cli/dbdctl.ts', '--json', 'get-free-minor'], { cwd: t.repo, timeoutMs: 110_000 });
+  assert.deepEqual(JSON.parse(v.stdout), { minor: 0 });
+  t.log(`dbdctl process start to exit: ${v.ms} ms`);
 }
