@@ -52,3 +52,40 @@ export async function dormantSnapshotReadIsEbusy(t: VmContext): Promise<void> {
   assert.ok(k.every((x) => x === 0), 'the region was zero before the snapshot');
   t.ioctl.destroy(0);
 }
+
+/**
+ * A failed device must release its filesystem: SPEC §3.4 says the failure
+ * path unlinks *and closes* the COW file; the emulator does, so umount and
+ * remount-ro succeed. Found by the model test as "umount: target is busy" /
+ * "remount,ro: mount point is busy" on the module after expand-cow-file 0
+ * (EINVAL, device failed) or a COW-file-full write (EFBIG).
+ */
+export async function failedDeviceReleasesFilesystem(t: VmContext): Promise<void> {
+  t.modprobe('loop');
+  const v = loopVolume(t, 'rg1', 64, 48);
+  t.run(['mount', v.dev, v.mnt]);
+  t.loadModule();
+  const e = new Emulator({ maxSnapDevices: 4 });
+  e.addVolume({ path: v.dev, sizeBytes: v.sizeBytes, fsFreeBytes: v.fsFreeBytes });
+  e.mount(v.dev, v.mnt);
+  t.ioctl.setup(0, v.dev, `${v.mnt}/cow`, 1);
+  e.ctl.setupSnapshot({ minor: 0, bdev: v.dev, cow: `${v.mnt}/cow`, fallocatedSpace: 1, cacheSize: 0 });
+  // expanding by 0 MiB fails (fallocate EINVAL) and fails the device on both sides
+  assert.equal(outcomeOf(() => e.ctl.expandCowFile({ minor: 0, size: 0 })).outcome, 'EINVAL');
+  assert.throws(() => t.ioctl.expand(0, 0), (err: { code?: string }) => err.code === 'EINVAL');
+  assert.equal(e.ctl.info(0).error, -22);
+  const deadline = Date.now() + 5000;
+  while (t.ioctl.info(0).error === 0 && Date.now() < deadline) t.sh('sleep 0.05');
+  assert.equal(t.ioctl.info(0).error, -22, 'module: device failed');
+  // the COW file is gone on both sides
+  assert.equal(outcomeOf(() => e.readFile(`${v.mnt}/cow`)).outcome, 'ENOENT');
+  assert.equal(t.sh(`test -e ${v.mnt}/cow`, { allowFail: true }).code, 1, 'module: COW file unlinked');
+  // and the filesystem can be remounted read-only and unmounted
+  e.remount(v.mnt, { readOnly: true });
+  const ro = t.run(['mount', '-o', 'remount,ro', v.mnt], { allowFail: true });
+  assert.equal(ro.code, 0, `module: remount,ro after the failure: ${ro.stderr.trim()}`);
+  e.umount(v.mnt);
+  const um = t.run(['umount', v.mnt], { allowFail: true });
+  assert.equal(um.code, 0, `module: umount after the failure: ${um.stderr.trim()}`);
+  t.ioctl.destroy(0);
+}
