@@ -181,7 +181,7 @@ async function runSuite(
   if (!opts.keep && !bootError && !unexpected && !scanKernelLog(splitAtSelfTest(kernelLog)[0]).length) {
     rmSync(runDir, { recursive: true, force: true });
   } else {
-    for (const f of ['disk0.img', 'disk1.img', 'disk2.img', 'disk3.img']) rmSync(join(runDir, f), { force: true });
+    opts.disks.forEach((_, i) => rmSync(join(runDir, `disk${i}.img`), { force: true }));
     log(`  run directory kept: ${runDir}`);
   }
   return { cases, boot, kernelLog, bootError };
