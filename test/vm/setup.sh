@@ -24,9 +24,9 @@ die() { echo "vm-setup: ERROR: $*" >&2; exit 1; }
 log() { echo "vm-setup: $*" >&2; }
 
 # ---- host tools ------------------------------------------------------------
-TOOLS_PKGS="qemu-system-x86 busybox-static cpio kmod e2fsprogs xfsprogs xz-utils make gcc-12 pahole bc fio util-linux"
+TOOLS_PKGS="qemu-system-x86 busybox-static cpio kmod e2fsprogs xfsprogs xz-utils zstd make gcc-12 gcc libc6-dev pahole bc fio util-linux coreutils"
 need_tools() {
-  for c in qemu-system-x86_64 busybox cpio depmod mkfs.ext4 mkfs.xfs xz make gcc pahole bc fio losetup; do
+  for c in qemu-system-x86_64 busybox cpio depmod mkfs.ext4 mkfs.xfs xz zstd make gcc pahole bc fio losetup flock timeout; do
     command -v "$c" >/dev/null 2>&1 || { echo "$c"; return 0; }
   done
   [ -x /bin/busybox ] || { echo busybox-static; return 0; }
