@@ -66,6 +66,8 @@ export function qemuArgs(o: BootOptions): string[] {
   const append = [
     'console=ttyS0',
     'panic=-1',
+    // TCG on a loaded host can miss the early IO-APIC timer check and panic
+    'no_timer_check',
     'oops=panic',
     // every kernel message also goes to the serial console, so the log is complete
     // even when the guest panics or hangs before /init can save dmesg
