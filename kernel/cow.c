@@ -81,9 +81,10 @@ static int cow_kwrite(struct dbd_cow *cow, const void *buf, size_t len,
 	return n == len ? 0 : -EIO;
 }
 
+/* caller holds cow->lock (or owns cow exclusively) */
 static int cow_kread(struct dbd_cow *cow, void *buf, size_t len, loff_t pos)
 {
-	struct file *f = READ_ONCE(cow->filp);
+	struct file *f = cow->filp;
 	ssize_t n;
 
 	if (!f)
@@ -605,7 +606,12 @@ int dbd_cow_mark_changed(struct dbd_cow *cow, u64 first, u64 last)
 int dbd_cow_read_data(struct dbd_cow *cow, u64 data_blk, void *buf,
 		      unsigned int off, unsigned int len)
 {
-	return cow_kread(cow, buf, len, data_blk * DBD_BLOCK_SIZE + off);
+	int ret;
+
+	mutex_lock(&cow->lock);
+	ret = cow_kread(cow, buf, len, data_blk * DBD_BLOCK_SIZE + off);
+	mutex_unlock(&cow->lock);
+	return ret;
 }
 
 /* caller holds cow->lock */
@@ -736,17 +742,28 @@ void dbd_cow_close(struct dbd_cow *cow, bool unlink)
 	kfree(cow);
 }
 
-/* failure: remove the file now (it stays open until destroy) */
+/*
+ * Failure (SPEC 3.4): remove the file and close it now, so that it neither
+ * takes space nor keeps the filesystem busy.  Nothing reads or writes a
+ * failed device's file any more.
+ */
 void dbd_cow_discard(struct dbd_cow *cow)
 {
 	int ret;
 
 	mutex_lock(&cow->lock);
-	if (cow->filp && !cow->unlinked) {
-		ret = cow_unlink(cow);
-		if (ret)
-			dbd_warn("error unlinking cow file: %d", ret);
-		cow->unlinked = true;
+	if (cow->filp) {
+		if (!cow->unlinked) {
+			ret = cow_unlink(cow);
+			if (ret)
+				dbd_warn("error unlinking cow file: %d", ret);
+			cow->unlinked = true;
+		}
+		cow_unprotect(cow);
+		cow_close_sync(cow->filp);
+		WRITE_ONCE(cow->filp, NULL);
+		cow->inode = NULL;
+		WRITE_ONCE(cow->mapping, NULL);
 	}
 	mutex_unlock(&cow->lock);
 }

@@ -43,8 +43,14 @@ void dbd_dev_view(unsigned int minor, struct dbd_minor_view *v)
 
 void dbd_dev_fail(struct dbd_dev *dev, int err)
 {
-	if (atomic_cmpxchg(&dev->fail_code, 0, err) == 0)
-		dbd_err("device %u failed: %d", dev->minor, err);
+	if (atomic_cmpxchg(&dev->fail_code, 0, err) != 0)
+		return;
+	dbd_err("device %u failed: %d", dev->minor, err);
+	/* the engine threads drop their queues and discard the COW file */
+	if (dev->snap)
+		dbd_snap_wake(dev->snap);
+	if (dev->inc)
+		dbd_inc_wake(dev->inc);
 }
 
 static struct dbd_dev *dev_alloc(unsigned int minor, unsigned long cache_size)
@@ -137,18 +143,20 @@ static struct dbd_cow *cow_open_new(struct dbd_dev *dev, const char *path,
 static void dev_teardown_active(struct dbd_dev *dev, bool unlink)
 {
 	struct dbd_trace *t = dev->trace;
+	struct dbd_snap *snap = dev->snap;
+	struct dbd_inc *inc = dev->inc;
 
 	dbd_trace_remove(dev);
-	if (dev->snap) {
-		dbd_snap_stop(dev->snap);
+	if (snap) {
+		dbd_snap_stop(snap);
 		dbd_snap_disk_del(dev);
-		dbd_snap_free(dev->snap);
 		dev->snap = NULL;
+		dbd_snap_free(snap);
 	}
 	dbd_snap_disk_del(dev);
-	if (dev->inc) {
-		dbd_inc_free(dev->inc);
+	if (inc) {
 		dev->inc = NULL;
+		dbd_inc_free(inc);
 	}
 	if (t) {
 		dbd_trace_free(t);
@@ -319,8 +327,8 @@ int dbd_dev_transition_inc(struct dbd_dev *dev)
 	/* the old snapshot engine drains (data flushed by the freeze) */
 	dbd_snap_stop(snap);
 	dbd_snap_disk_del(dev);
-	dbd_snap_free(snap);
 	dev->snap = NULL;
+	dbd_snap_free(snap);
 	dbd_trace_free(old);
 	dev->has_auto_expand = false;
 	dev->state = DBD_STATE_ACTIVE;
@@ -374,8 +382,8 @@ int dbd_dev_transition_snap(struct dbd_dev *dev, const char *cow_path,
 	if (ret)
 		goto err;
 	/* old incremental engine drains into the old index, file closed */
-	dbd_inc_free(inc);
 	dev->inc = NULL;
+	dbd_inc_free(inc);
 	dbd_trace_free(old);
 	ret = dbd_cow_sync(old_cow, true);
 	if (ret)

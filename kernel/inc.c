@@ -95,7 +95,8 @@ static int inc_thread(void *data)
 	for (;;) {
 		/* while dormant (COW file closed) ranges wait in memory */
 		wait_event_idle(inc->wq, (!list_empty(&inc->ranges) &&
-					  READ_ONCE(inc->cow->filp)) ||
+					  (READ_ONCE(inc->cow->filp) ||
+					   dbd_dev_failed(inc->dev))) ||
 			   READ_ONCE(inc->stop) ||
 			   (dbd_dev_failed(inc->dev) && !discarded));
 		if (dbd_dev_failed(inc->dev) && !discarded) {

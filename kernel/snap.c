@@ -203,7 +203,8 @@ bool dbd_snap_write(struct dbd_trace *t, struct bio *bio)
 	if (!(current->flags & (PF_KTHREAD | PF_MEMALLOC)) && !current->bio_list)
 		wait_event_killable(s->throttle_wq,
 				    READ_ONCE(s->pending_pages) <
-				    DBD_PENDING_LIMIT);
+				    DBD_PENDING_LIMIT ||
+				    dbd_dev_failed(s->dev));
 	return true;
 }
 
@@ -353,7 +354,8 @@ static int snap_cow_thread(void *data)
 	for (;;) {
 		/* while dormant (COW file closed) the queue waits in memory */
 		wait_event_idle(s->cow_wq, (!list_empty(&s->cowq) &&
-					    READ_ONCE(s->cow->filp)) ||
+					    (READ_ONCE(s->cow->filp) ||
+					     dbd_dev_failed(s->dev))) ||
 			   READ_ONCE(s->stop_cow) ||
 			   (dbd_dev_failed(s->dev) && !discarded));
 		if (dbd_dev_failed(s->dev) && !discarded) {
@@ -632,6 +634,7 @@ static void snap_stop_task(struct task_struct **task, bool *flag,
 void dbd_snap_wake(struct dbd_snap *s)
 {
 	wake_up_all(&s->cow_wq);
+	wake_up_all(&s->throttle_wq);
 }
 
 /* reloaded COW file: blocks with an index entry are saved already */

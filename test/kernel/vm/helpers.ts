@@ -236,3 +236,13 @@ export function applyChangedBlocks(snap: string, image: string, changed: Iterabl
   }
   return n;
 }
+
+/** umount, and on failure say what the kernel logged (dattobd lines). */
+export function umountExplained(t: VmContext, dir: string): void {
+  try {
+    t.umount(dir);
+  } catch (e) {
+    const log = t.kmsg().filter((l) => /datto|EXT4|XFS/.test(l)).slice(-15).join('\n');
+    throw new Error(`${(e as Error).message}\nkernel log:\n${log}`);
+  }
+}

@@ -42,8 +42,9 @@ export async function cowFullFailsWithEfbig(t: VmContext): Promise<void> {
   assert.throws(() => t.ioctl.transitionInc(0), (e) => errCode(e) === 'EINVAL');
   assert.throws(() => t.ioctl.expand(0, 1), (e) => errCode(e) === 'EINVAL');
   assert.throws(() => t.ioctl.reconfigure(0, 1), (e) => errCode(e) === 'EINVAL');
-  t.ioctl.destroy(0);
+  // the failed device no longer holds the filesystem: it unmounts
   t.umount(mnt);
+  t.ioctl.destroy(0);
   t.unloadModule();
 }
 

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { VmContext } from '../guest/api.js';
-import { badBlocks, blockHashes, describedFile, errCode, fileBlocks, partition, readCowHeader } from '../../kernel/vm/helpers.js';
+import { badBlocks, blockHashes, describedFile, errCode, fileBlocks, partition, readCowHeader, umountExplained } from '../../kernel/vm/helpers.js';
 
 function prepare(t: VmContext, fs: 'ext4' | 'xfs'): { part: string; mnt: string } {
   const part = partition(t, t.disks[0]!, fs === 'xfs' ? 320 : 96);
@@ -39,7 +39,7 @@ async function dormantCycle(t: VmContext, fs: 'ext4' | 'xfs'): Promise<void> {
   const described = fileBlocks(t, `${mnt}/described`);
   t.sh(`dd if=/dev/urandom of=${mnt}/described bs=4k count=64 conv=notrunc status=none && sync`);
 
-  t.umount(mnt);
+  umountExplained(t, mnt);
   assert.equal(t.ioctl.info(0).state, 1, 'umount must make the snapshot dormant');
   assert.equal(existsSync('/dev/datto0'), true);
   assert.notEqual(t.sh('dd if=/dev/datto0 of=/dev/null bs=4k count=1 iflag=direct', { allowFail: true }).code, 0, 'dormant reads fail');
@@ -64,7 +64,7 @@ async function dormantCycle(t: VmContext, fs: 'ext4' | 'xfs'): Promise<void> {
 
   // incremental: umount -> state 0, new mount API mount -> state 2
   t.ioctl.transitionInc(0);
-  t.umount(mnt);
+  umountExplained(t, mnt);
   assert.equal(t.ioctl.info(0).state, 0);
   t.run([newMountTool(t), fs, part, mnt]);
   assert.equal(t.ioctl.info(0).state, 2, 'a mount through fsmount/move_mount must re-activate');
@@ -74,7 +74,7 @@ async function dormantCycle(t: VmContext, fs: 'ext4' | 'xfs'): Promise<void> {
   t.run(['mount', '-o', 'remount,rw', mnt]);
   assert.equal(t.ioctl.info(0).state, 2, 'remount-rw must re-activate');
   t.ioctl.destroy(0);
-  t.umount(mnt);
+  umountExplained(t, mnt);
   t.unloadModule();
 }
 
@@ -89,7 +89,7 @@ export async function dormantCycleXfs(t: VmContext): Promise<void> {
 export async function destroyDormantUnmounted(t: VmContext): Promise<void> {
   const { part, mnt } = prepare(t, 'ext4');
   t.ioctl.setup(0, part, `${mnt}/.datto`, 16);
-  t.umount(mnt);
+  umountExplained(t, mnt);
   assert.equal(t.ioctl.info(0).state, 1);
   t.ioctl.destroy(0);
   assert.throws(() => t.ioctl.info(0), (e) => errCode(e) === 'ENOENT');
@@ -99,7 +99,7 @@ export async function destroyDormantUnmounted(t: VmContext): Promise<void> {
   assert.equal(existsSync(`${mnt}/.datto`), true, 'a dormant destroy keeps the COW file');
   t.ioctl.setup(1, part, `${mnt}/.datto2`, 16);
   t.ioctl.destroy(1);
-  t.umount(mnt);
+  umountExplained(t, mnt);
   t.unloadModule();
 }
 
@@ -108,9 +108,9 @@ export async function reloadAfterUnmountAndModuleReload(t: VmContext): Promise<v
   t.ioctl.setup(0, part, `${mnt}/.datto`, 16);
   const uuid = t.ioctl.info(0).uuid;
   t.sh(`dd if=/dev/urandom of=${mnt}/described bs=4k count=64 conv=notrunc status=none && sync`);
-  // keep a dirty copy of the COW file (in use: header not CLEAN)
-  t.sh(`cp ${mnt}/.datto ${mnt}/.dirty && sync`);
-  t.umount(mnt);
+  // keep a dirty copy of the COW file's header (in use: not CLEAN)
+  t.sh(`head -c 4096 ${mnt}/.datto > ${mnt}/.dirty && truncate -s 1M ${mnt}/.dirty && sync`);
+  umountExplained(t, mnt);
   assert.equal(t.ioctl.info(0).state, 1);
   t.ioctl.destroy(0);
   t.unloadModule();
@@ -134,7 +134,7 @@ export async function reloadAfterUnmountAndModuleReload(t: VmContext): Promise<v
   t.umount(snap);
 
   // reload of a dirty (never cleanly closed) file: error, stays unverified
-  t.umount(mnt);
+  umountExplained(t, mnt);
   t.ioctl.destroy(0);
   t.ioctl.reloadInc(1, part, '/.dirty');
   t.mount(part, { dir: mnt });
@@ -143,6 +143,6 @@ export async function reloadAfterUnmountAndModuleReload(t: VmContext): Promise<v
   assert.equal(bad.error, -22, 'a dirty COW file must be refused with EINVAL');
   assert.ok(t.kmsg().some((l) => l.includes('not left in clean state')), 'dirty-file message missing from the kernel log');
   t.ioctl.destroy(1);
-  t.umount(mnt);
+  umountExplained(t, mnt);
   t.unloadModule();
 }
