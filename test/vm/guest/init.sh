@@ -17,6 +17,7 @@ echo "dbd-vm: init: $(cat /proc/uptime | cut -d' ' -f1)s since boot"
 arg() { sed -n "s/.*\bdbd\.$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
 RUNDIR="$(arg rundir)"
 VMDIR="$(arg vmdir)"
+REPODIR="$(arg repo)"
 KVER="$(uname -r)"
 HUNG="$(arg hung)"
 
@@ -32,16 +33,19 @@ while read -r m; do
   insmod "/lib/mods/$m" || fail "insmod $m failed"
 done < /lib/mods/order
 
-mkdir -p /host /stash/vm /stash/run
+mkdir -p /host /stash/vm /stash/run /stash/repo
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=loose,ro hostroot /host || fail "9p hostroot mount failed"
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 results /stash/run || fail "9p results mount failed"
 [ -n "$VMDIR" ] && mount --bind "/host$VMDIR" /stash/vm || fail "bind of $VMDIR failed"
+[ -n "$REPODIR" ] && mount --bind "/host$REPODIR" /stash/repo || fail "bind of $REPODIR failed"
 
 for d in tmp run var/tmp mnt root; do
   mount -t tmpfs -o mode=1777 tmpfs "/host/$d" || fail "tmpfs on /$d failed"
 done
 mkdir -p "/host$VMDIR"
 mount --move /stash/vm "/host$VMDIR" || fail "move of $VMDIR failed"
+mkdir -p "/host$REPODIR" 2>/dev/null
+mount --move /stash/repo "/host$REPODIR" || fail "move of $REPODIR failed"
 KROOT="$VMDIR/kernels/$KVER"
 [ -d "/host$KROOT/lib/modules/$KVER" ] || fail "no module tree $KROOT/lib/modules/$KVER"
 # The host has no /lib/modules for this kernel: every modprobe (ours and the

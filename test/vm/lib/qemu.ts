@@ -7,7 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync, writeFileSync, ftruncateSync, createWriteStream } from 'node:fs';
 import { join } from 'node:path';
 import type { KernelInfo } from './kernels.js';
-import { vmDir } from './paths.js';
+import { REPO, vmDir } from './paths.js';
 
 export interface DiskSpec {
   /** size in bytes of the sparse raw file */
@@ -77,6 +77,8 @@ export function qemuArgs(o: BootOptions): string[] {
     'nokaslr',
     `dbd.rundir=${o.runDir}`,
     `dbd.vmdir=${vmDir()}`,
+    // the repository stays visible even when it lives under /tmp (tmpfs in the guest)
+    `dbd.repo=${REPO}`,
     `dbd.hung=${o.hungTaskSecs ?? 30}`,
     o.extraCmdline ?? '',
   ].filter(Boolean).join(' ');
