@@ -120,6 +120,21 @@ function runnerScript(configPath: string, bundle: string | null): string {
   ].join('\n');
 }
 
+/** Live progress from the serial console: one line per finished case (final results follow). */
+function progressPrinter(kernel: string): (chunk: string) => void {
+  let pending = '';
+  return (chunk) => {
+    pending += chunk;
+    const lines = pending.split('\n');
+    pending = lines.pop() ?? '';
+    for (const l of lines) {
+      const m = /dbd-vm: (PASSED|FAILED|SKIPPED) (\S+) (\S+) (\d+) ms/.exec(l);
+      const note = m && m[2] === SELFTEST.file ? ' — the self-test case must fail' : '';
+      if (m) log(`  … [${kernel}] ${m[1]} ${m[2]}:${m[3]} (${(Number(m[4]) / 1000).toFixed(1)} s)${note}`);
+    }
+  };
+}
+
 /** Boot one kernel with a set of tests; returns per-case results plus boot checks. */
 async function runSuite(
   kb: KernelBuild,
@@ -148,7 +163,7 @@ async function runSuite(
     ...(kb.image ? { kernelImage: kb.image } : {}),
     // boot + node start, then each case must begin or end within the case timeout
     idle: { ms: (opts.caseTimeoutS + 60) * 1000, progress: /dbd-vm: (init:|runner started|BEGIN |PASSED |FAILED |SKIPPED )/ },
-    onSerial: opts.verbose ? (s) => process.stdout.write(s) : undefined,
+    onSerial: opts.verbose ? (s) => process.stdout.write(s) : progressPrinter(kb.kernel.name),
   });
   bootTimes.push({ kernel: kb.kernel.name, kver: kb.kernel.kver, boot: label, seconds: boot.seconds, ...boot.marks });
   const f = (x: number | null): string => (x === null ? '-' : `${x.toFixed(1)} s`);
