@@ -183,6 +183,9 @@ async function backupCycle(t: VmContext, fs: 'ext4' | 'xfs', writeDuringSnapshot
   await ok(t, 'destroy', '0');
   assert.deepEqual(JSON.parse(await ok(t, '--json', 'info')), { version: '0.12.1', devices: [] });
   assert.equal(existsSync(`${mnt}/.datto2`), false, 'destroy of an active snapshot deletes its COW file');
+  // release the loop device so the disk holding its backing file can be unmounted
+  t.umount(mnt);
+  t.run(['losetup', '-d', vol]);
 }
 
 export async function cliBackupCycleExt4(t: VmContext): Promise<void> {
