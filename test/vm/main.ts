@@ -145,7 +145,7 @@ async function runSuite(
   const runDir = newRunDir(kb.kernel, label);
   const cfgPath = join(runDir, 'config.json');
   writeFileSync(cfgPath, JSON.stringify(guestConfig(kb, runDir, tests, tool), null, 2));
-  const bundle = env.DBD_VM_TSX === '1' ? null : await bundleGuest(tests, label);
+  const bundle = env.DBD_VM_TSX === '1' ? null : await bundleGuest(tests, `${kb.kernel.name}-${label}`);
   writeFileSync(join(runDir, 'guest.sh'), runnerScript(cfgPath, bundle), { mode: 0o755 });
   const nCases = tests.reduce((a, t) => a + t.cases.length, 0);
   const timeoutMs = (opts.timeoutS ?? 120 + 90 * nCases) * 1000;
@@ -186,6 +186,12 @@ async function runSuite(
   else if (boot.exitCode === null) bootError = `guest ended without reporting the payload's exit status (QEMU exit ${boot.qemuExit})`;
   else if (boot.exitCode >= 250) bootError = `guest setup failed (exit ${boot.exitCode})`;
   else if (!boot.dmesg) bootError = 'guest did not write its dmesg';
+  else {
+    const expected = tests.reduce((a, t) => a + t.cases.length, 0);
+    if (cases.length < expected) {
+      bootError = `the guest runner ended (exit ${boot.exitCode}) after reporting ${cases.length} of ${expected} cases`;
+    }
+  }
   if (bootError) {
     const tailSerial = boot.serial.trimEnd().split('\n').slice(-40).join('\n');
     bootError += `\nlast serial console lines (${join(runDir, 'serial.log')}):\n${tailSerial}`;

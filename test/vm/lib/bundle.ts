@@ -23,6 +23,8 @@ function loadEsbuild(): EsbuildApi {
   return req('esbuild') as EsbuildApi;
 }
 
+let bundleSeq = 0;
+
 /** Bundle the guest runner with the given test files; returns the .mjs path. */
 export async function bundleGuest(tests: readonly TestFile[], label: string): Promise<string> {
   const dir = join(vmDir(), 'bundle');
@@ -37,9 +39,10 @@ export async function bundleGuest(tests: readonly TestFile[], label: string): Pr
   lines.push(`await import(${JSON.stringify(join(VM_TEST_DIR, 'guest', 'runner.ts'))});`);
   const src = lines.join('\n') + '\n';
   const tag = createHash('sha256').update(src).digest('hex').slice(0, 12);
-  const entry = join(dir, `entry-${label}-${tag}-${process.pid}.ts`);
+  const entry = join(dir, `entry-${label}-${tag}-${process.pid}-${bundleSeq + 1}.ts`);
   writeFileSync(entry, src);
-  const out = join(dir, `guest-${label}-${process.pid}.mjs`);
+  // unique per call: concurrent boots of one process must not share (or delete) a bundle
+  const out = join(dir, `guest-${label}-${process.pid}-${++bundleSeq}.mjs`);
   const esbuild = loadEsbuild();
   await esbuild.build({
     entryPoints: [entry],
