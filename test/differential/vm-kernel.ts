@@ -165,17 +165,19 @@ export class KernelWorld {
           if (fd === undefined) throw new DriverError(ERRNO.EBADF, 'close', `/dev/datto${c.minor} is not open`);
           closeSync(fd);
         });
-      case 'reboot':
+      case 'reboot': {
+        // clean reboot: close everything, unmount (active devices go dormant), reload the module
+        this.closeAll();
+        for (const [i, v] of this.cfg.vols.entries()) {
+          if (!this.mounted[i]) continue;
+          const r = this.shell(['umount', v.mnt], () => (this.mounted[i] = undefined));
+          if (r.outcome !== 'OK') return r; // reported as a divergence (the emulator's reboot succeeds)
+        }
         return outcomeOf(() => {
-          // clean reboot: close everything, unmount (active devices go dormant), reload the module
-          this.closeAll();
-          this.cfg.vols.forEach((v, i) => {
-            if (this.mounted[i]) this.t.run(['umount', v.mnt]);
-            this.mounted[i] = undefined;
-          });
           this.t.unloadModule();
           this.t.loadModule({ max_snap_devices: this.cfg.maxDevices });
         });
+      }
     }
   }
 
