@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { join, resolve } from 'node:path';
 import type { GuestConfig } from './guest/api.js';
 import type { CaseResult } from './guest/runner.js';
-import { buildDattobdAsync, buildFixtureAsync, buildIoctlTool, type BuildResult } from './lib/build.js';
+import { buildDattobdAsync, buildFixtureAsync, buildIoctlTool, ensureNativeBinding, type BuildResult } from './lib/build.js';
 import { bundleGuest, remapStack } from './lib/bundle.js';
 import { buildInitramfs } from './lib/initramfs.js';
 import { pvhKernel } from './lib/pvh.js';
@@ -352,6 +352,18 @@ async function main(): Promise<void> {
 
   const tool = buildIoctlTool();
   if (!tool.ok) record({ kernel: 'host', name: 'build dbd-ioctl tool', status: 'failed', ms: 0, error: tool.output });
+  if (!opts.shell) {
+    const native = await ensureNativeBinding();
+    if (native && !native.cached) {
+      record({
+        kernel: 'host',
+        name: 'build the node binding (npm run build:native) for guest tests',
+        status: native.ok ? 'passed' : 'failed',
+        ms: native.seconds * 1000,
+        ...(native.ok ? {} : { error: native.output }),
+      });
+    }
+  }
 
   // builds run one after another (make -j2 already uses both cores); a kernel
   // boots as soon as its own build is done, at most DBD_VM_JOBS boots at once

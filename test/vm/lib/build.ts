@@ -183,3 +183,34 @@ export function buildIoctlTool(): BuildResult {
   else rmSync(tmp, { force: true });
   return { ok: r.status === 0, ko: r.status === 0 ? out : null, seconds: (Date.now() - t0) / 1000, output, cached: false };
 }
+
+/**
+ * The node-addon-api binding (src/native, `npm run build:native`) that guest
+ * tests may use in-process: built when missing or older than its sources.
+ * Returns null when src/native does not exist.
+ */
+export async function ensureNativeBinding(): Promise<BuildResult | null> {
+  const t0 = Date.now();
+  const dir = join(REPO, 'src', 'native');
+  if (!existsSync(join(dir, 'binding.gyp'))) return null;
+  const out = join(dir, 'build', 'Release', 'dattobd_native.node');
+  const sources = readdirSync(dir)
+    .filter((f) => /\.(cc|cpp|c|h|gyp)$/.test(f))
+    .map((f) => join(dir, f))
+    .concat(join(REPO, 'kernel', 'include', 'uapi', 'dattobd.h'));
+  const newest = Math.max(...sources.filter((f) => existsSync(f)).map((f) => statSync(f).mtimeMs));
+  if (existsSync(out) && statSync(out).mtimeMs >= newest) return { ok: true, ko: out, seconds: 0, output: '', cached: true };
+  const child = spawn('npm', ['run', '--silent', 'build:native'], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout.on('data', (b: Buffer) => (output += b.toString()));
+  child.stderr.on('data', (b: Buffer) => (output += b.toString()));
+  const status = await new Promise<number | null>((res) => {
+    child.on('error', (e) => {
+      output += `cannot run npm: ${e.message}\n`;
+      res(null);
+    });
+    child.on('close', (code) => res(code));
+  });
+  const ok = status === 0 && existsSync(out);
+  return { ok, ko: ok ? out : null, seconds: (Date.now() - t0) / 1000, output: output.trim(), cached: false };
+}
