@@ -28,8 +28,8 @@ export const DEFAULT_PARAMS: BenchParams = {
   seqMiB: 128,
   randMiB: 4,
   readMiB: 256,
-  stormMiB: 256,
-  caseBudgetS: 60,
+  stormMiB: 160,
+  caseBudgetS: 45,
   minReps: 3,
 };
 

@@ -53,7 +53,7 @@ export async function setupAndTransitionLatency(t: VmContext): Promise<void> {
       extra: { wallMs: Number(ms.toFixed(2)), spawnMs: Number(base.toFixed(2)), busy: busy ? 1 : 0 },
     });
 
-  const more = repeater(p, Math.min(p.reps, 4));
+  const more = repeater(p, Math.min(p.reps, 3));
   const measure = (tag: string, rep: number, busy: boolean): void => {
     // setup-snapshot (default COW size: 10 % of the volume, fallocated)
     record(`lat.setup.${tag}`, rep, timed(() => t.ioctl.setup(MINOR, fs.dev, fs.cow)), busy);

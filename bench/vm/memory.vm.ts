@@ -22,7 +22,7 @@ interface StormResult {
   mibps: number;
   drainMs: number;
   samples: number;
-  /** above the baseline 5 s after the storm (or once settled) */
+  /** above the baseline 3 s after the storm (or once settled) */
   residualMiB: number;
 }
 
@@ -48,7 +48,7 @@ async function storm(t: VmContext, fs: BenchFs, mib: number): Promise<StormResul
   // the COW thread drains what is left in memory after the last write
   const drainT0 = Date.now();
   let settled = 0;
-  while (Date.now() - drainT0 < 5_000 && settled < 5) {
+  while (Date.now() - drainT0 < 3_000 && settled < 5) {
     await sleep(50);
     settled = memTotal(kernelMem()) - memTotal(base) < 8192 ? settled + 1 : 0;
   }
