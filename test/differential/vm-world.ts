@@ -4,7 +4,7 @@
  * filesystem is smaller than the device (the tail is the test region), raw
  * writes to that region, and reads of /dev/datto<N> and COW files.
  */
-import { closeSync, fstatSync, fsyncSync, mkdirSync, openSync, readSync, statfsSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, fsyncSync, mkdirSync, openSync, readSync, rmSync, statfsSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { VmContext } from '../vm/guest/api.js';
 import { MiB, type VolumeConfig } from './model.js';
@@ -18,6 +18,9 @@ export function loopVolume(t: VmContext, name: string, sizeMiB: number, fsMiB: n
   const img = join(t.tmp, `${name}.img`);
   t.run(['truncate', '-s', `${sizeMiB}M`, img]);
   const dev = t.run(['losetup', '--find', '--show', img]).stdout.trim();
+  // the loop device holds the file open: unlinking it now frees the guest's tmpfs
+  // (guest RAM) when the runner detaches the loop device after the case
+  rmSync(img);
   // no lazy init and no discard at mkfs: no background writes after mount
   t.run(['mkfs.ext4', '-F', '-q', '-b', '4096', '-E', 'lazy_itable_init=0,lazy_journal_init=0,nodiscard', dev, `${fsMiB}M`]);
   const mnt = `/mnt/${name}`;
