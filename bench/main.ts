@@ -150,6 +150,8 @@ async function main(): Promise<void> {
       const c = r.cases.find((x) => x.status !== 'passed' && caseMetrics(x.name).some((p) => metric.startsWith(p)));
       if (c) return `${c.name} ${c.status}: ${(c.error ?? '').split('\n')[0]}`;
       if (!r.cases.length) return 'the guest produced no results';
+      const ran = r.cases.some((x) => caseMetrics(x.name).some((p) => metric.startsWith(p)));
+      if (!ran && r.problems.length) return `not run: the guest stopped before this case (${(r.problems.at(-1) ?? '').split('\n')[0]})`;
       return 'not selected (DBD_BENCH_CASES)';
     };
     return {

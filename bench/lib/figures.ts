@@ -52,6 +52,9 @@ export function figuresFor(samples: readonly Sample[], o: FigureOptions): Figure
         if (traced.some((x) => x.extra?.ctxtPerIo !== undefined)) {
           parts.push(`context switches per I/O ${side(raw, 'ctxtPerIo')} → ${side(traced, 'ctxtPerIo')}`);
         }
+        if (traced.some((x) => x.extra?.sysUsPerIo !== undefined)) {
+          parts.push(`fio system CPU per I/O ${side(raw, 'sysUsPerIo')} → ${side(traced, 'sysUsPerIo')} µs`);
+        }
         notes.push(parts.join(', '));
       }
     } else {
