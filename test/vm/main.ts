@@ -25,6 +25,8 @@ interface Result {
   status: 'passed' | 'failed' | 'skipped';
   ms: number;
   error?: string;
+  /** 'xfail' | 'xpass' for declared known failures (see lib/suite.ts) */
+  known?: 'xfail' | 'xpass';
 }
 
 const env = process.env;
@@ -59,7 +61,8 @@ const log = (s: string): void => console.log(s);
 
 function record(r: Result): void {
   results.push(r);
-  const tag = r.status === 'passed' ? 'PASS' : r.status === 'failed' ? 'FAIL' : 'SKIP';
+  const tag = r.known === 'xfail' ? 'XFAIL' : r.known === 'xpass' ? 'XPASS'
+    : r.status === 'passed' ? 'PASS' : r.status === 'failed' ? 'FAIL' : 'SKIP';
   log(`${tag} [${r.kernel}] ${r.name} (${(r.ms / 1000).toFixed(1)} s)`);
   if (r.status !== 'passed' && r.error) log(indent(r.error));
 }
@@ -199,6 +202,7 @@ async function runSuite(
   if (bundle) for (const f of [bundle, `${bundle}.map`]) rmSync(f, { force: true });
   const expectedFailures = new Set(tests.filter((t) => t.file === SELFTEST.file).flatMap((t) => t.cases));
   const unexpected = cases.some((c) => c.status === 'failed' && !(c.file === SELFTEST.file && expectedFailures.has(c.name)));
+  // (declared known failures keep the run directory too: unexpected is true for them)
   if (!opts.keep && !bootError && !unexpected && !scanKernelLog(splitAtSelfTest(kernelLog)[0]).length) {
     rmSync(runDir, { recursive: true, force: true });
   } else {
@@ -248,6 +252,16 @@ async function kernelRun(kb: KernelBuild, tests: TestFile[], tool: string | null
       } else {
         const r: Result = { kernel: k, name: `${t.file}:${name}`, status: c.status, ms: c.ms };
         if (c.status !== 'passed') r.error = caseError(c);
+        const reason = t.known?.[name];
+        if (reason !== undefined && c.status === 'failed') {
+          r.status = 'skipped';
+          r.known = 'xfail';
+          r.error = `known failure: ${reason}\n${r.error ?? ''}`;
+        } else if (reason !== undefined && c.status === 'passed') {
+          r.known = 'xpass';
+          r.error = `declared as a known failure (${reason}) but passed: remove it from knownFailures once it passes reliably`;
+          log(`    ${r.error}`);
+        }
         record(r);
       }
     }
@@ -338,6 +352,11 @@ async function pool<T>(items: readonly T[], n: number, fn: (x: T) => Promise<voi
 function writeJson(extra: Record<string, unknown> = {}): void {
   const count = (s: Result['status']): number => results.filter((r) => r.status === s).length;
   const summary = { passed: count('passed'), failed: count('failed'), skipped: count('skipped') };
+  const xfail = results.filter((r) => r.known === 'xfail');
+  if (xfail.length) {
+    log(`\nknown failures (declared in the test files, counted as skipped): ${xfail.length}`);
+    for (const r of xfail) log(`  XFAIL [${r.kernel}] ${r.name}: ${(r.error ?? '').split('\n')[0]}`);
+  }
   if (opts.json) {
     writeFileSync(opts.json, JSON.stringify({ ...summary, boots: bootTimes, results, ...extra }, null, 2));
   }

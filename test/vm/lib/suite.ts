@@ -9,6 +9,13 @@ export interface TestFile {
   /** repo-relative path, e.g. test/vm/tests/module.vm.ts */
   file: string;
   cases: string[];
+  /**
+   * Declared known failures: `export const knownFailures = { caseName: 'reason' }`
+   * in the test file. Such a case still runs; a failure is reported as XFAIL
+   * with its reason and error (counted as skipped, never as passed), a pass as
+   * XPASS (counted as passed, with a note to remove the declaration).
+   */
+  known?: Record<string, string>;
 }
 
 /** Every test/vm/tests/*.vm.ts with its exported functions (cases), sorted. */
@@ -23,7 +30,9 @@ export async function discoverTests(dir = join(VM_TEST_DIR, 'tests')): Promise<T
     const cases = Object.keys(mod)
       .filter((k) => typeof mod[k] === 'function')
       .sort();
-    out.push({ file: relative(REPO, abs), cases });
+    const known = mod.knownFailures && typeof mod.knownFailures === 'object'
+      ? (mod.knownFailures as Record<string, string>) : undefined;
+    out.push({ file: relative(REPO, abs), cases, ...(known ? { known } : {}) });
   }
   return out;
 }
@@ -33,6 +42,6 @@ export function filterTests(tests: readonly TestFile[], filter: string | undefin
   const subs = (filter ?? '').split(',').map((s) => s.trim()).filter(Boolean);
   if (!subs.length) return tests.map((t) => ({ ...t, cases: [...t.cases] }));
   return tests
-    .map((t) => ({ file: t.file, cases: t.cases.filter((c) => subs.some((s) => `${t.file}:${c}`.includes(s))) }))
+    .map((t) => ({ ...t, cases: t.cases.filter((c) => subs.some((s) => `${t.file}:${c}`.includes(s))) }))
     .filter((t) => t.cases.length > 0);
 }
