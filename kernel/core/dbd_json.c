@@ -104,7 +104,7 @@ static void out_escape(struct out *o, const char *src)
 			s++;
 			continue;
 		}
-		n = c < 0x20 || c == 0x7f ? 0 : utf8_len(s);
+		n = c < 0x20 ? 0 : utf8_len(s);
 		if (!n) {
 			out_str(o, "\\u00");
 			out_char(o, hex[c >> 4]);
