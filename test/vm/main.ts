@@ -5,7 +5,7 @@
 // checks the guest's kernel log, runs the harness self-test (a module with
 // WARN_ON must be reported), prints per-test results and writes --json.
 // See test/vm/README.md for the environment variables.
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { GuestConfig } from './guest/api.js';
 import type { CaseResult } from './guest/runner.js';
@@ -200,6 +200,7 @@ async function runSuite(
     bootError += `\nlast serial console lines (${join(runDir, 'serial.log')}):\n${tailSerial}`;
   }
   if (bundle) for (const f of [bundle, `${bundle}.map`]) rmSync(f, { force: true });
+  reportDiffStats(kb.kernel.name, runDir);
   const expectedFailures = new Set(tests.filter((t) => t.file === SELFTEST.file).flatMap((t) => t.cases));
   const unexpected = cases.some((c) => c.status === 'failed' && !(c.file === SELFTEST.file && expectedFailures.has(c.name)));
   // (declared known failures keep the run directory too: unexpected is true for them)
@@ -210,6 +211,29 @@ async function runSuite(
     log(`  run directory kept: ${runDir}`);
   }
   return { cases, boot, kernelLog, bootError };
+}
+
+/** Totals of the differential model cases (diff-stats-*.json written by the guest), per kernel. */
+function reportDiffStats(kernel: string, runDir: string): void {
+  if (!existsSync(runDir)) return;
+  let sequences = 0;
+  let commands = 0;
+  let divergences = 0;
+  let batches = 0;
+  for (const f of readdirSync(runDir).filter((x) => /^diff-stats-\d+\.json$/.test(x))) {
+    try {
+      const j = JSON.parse(readFileSync(join(runDir, f), 'utf8')) as { sequences?: number; commands?: number; divergences?: number };
+      sequences += j.sequences ?? 0;
+      commands += j.commands ?? 0;
+      divergences += j.divergences ?? 0;
+      batches++;
+    } catch {
+      // a batch that died mid-write is reported by its case
+    }
+  }
+  if (batches) {
+    log(`differential [${kernel}]: ${sequences} sequences, ${commands} commands in ${batches} batches, ${divergences} divergences`);
+  }
 }
 
 /**
