@@ -130,6 +130,8 @@ struct dbd_dev {
 	/* snapshot block device */
 	struct gendisk *disk;
 	atomic_t refs;		/* opens of /dev/dattoN */
+	/* set while the module freezes the filesystem: no writer throttling */
+	bool freezing;
 };
 
 static inline unsigned long dbd_dev_cache(const struct dbd_dev *dev)

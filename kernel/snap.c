@@ -199,12 +199,19 @@ bool dbd_snap_write(struct dbd_trace *t, struct bio *bio)
 	spin_unlock(&s->lock);
 	wake_up(&s->mrf_wq);
 
-	/* throttle user tasks while too much original data is in memory */
-	if (!(current->flags & (PF_KTHREAD | PF_MEMALLOC)) && !current->bio_list)
+	/*
+	 * Throttle user tasks while too much original data is in memory.
+	 * Never while the module freezes the filesystem: the COW thread
+	 * cannot write the COW file then, and the freeze waits for this
+	 * writeback (deadlock otherwise).
+	 */
+	if (!(current->flags & (PF_KTHREAD | PF_MEMALLOC)) &&
+	    !current->bio_list && !READ_ONCE(s->dev->freezing))
 		wait_event_killable(s->throttle_wq,
 				    READ_ONCE(s->pending_pages) <
 				    DBD_PENDING_LIMIT ||
-				    dbd_dev_failed(s->dev));
+				    dbd_dev_failed(s->dev) ||
+				    READ_ONCE(s->dev->freezing));
 	return true;
 }
 

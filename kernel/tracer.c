@@ -203,8 +203,12 @@ int dbd_trace_install(struct dbd_dev *dev, struct dbd_trace *t)
 	if (ret)
 		return ret;
 
+	WRITE_ONCE(dev->freezing, true);
+	if (dev->snap)
+		dbd_snap_wake(dev->snap);
 	ret = dbd_freeze(dev->base.bdev);
 	if (ret) {
+		WRITE_ONCE(dev->freezing, false);
 		dbd_err("error freezing the block device: %d", ret);
 		if (!dbd_nr_traced) {
 			mutex_lock(&dbd_ftrace_lock);
@@ -218,6 +222,7 @@ int dbd_trace_install(struct dbd_dev *dev, struct dbd_trace *t)
 	if (!old)
 		dbd_nr_traced++;
 	ret = dbd_thaw(dev->base.bdev);
+	WRITE_ONCE(dev->freezing, false);
 	if (ret)
 		dbd_warn("error thawing the block device: %d", ret);
 	if (old)
