@@ -54,7 +54,12 @@ export async function expandMakesRoom(t: VmContext): Promise<void> {
   t.ioctl.expand(0, 40);
   assert.equal(t.ioctl.info(0).falloc_size, 41 * 1048576);
   overwrite(t, mnt);
-  const info = t.ioctl.info(0);
+  // the COW thread appends saved blocks after the writes completed: wait for it (bounded)
+  let info = t.ioctl.info(0);
+  for (let i = 0; i < 100 && info.error === 0 && info.nr_changed_blocks < 6144; i++) {
+    t.sh('sleep 0.2');
+    info = t.ioctl.info(0);
+  }
   assert.equal(info.error, 0, `snapshot failed: ${info.error}`);
   assert.ok(info.nr_changed_blocks >= 6144, `nr_changed_blocks ${info.nr_changed_blocks}`);
   // ioctls keep working after a successful expand (no leaked lock)
