@@ -516,6 +516,8 @@ static void cow_set_entry(struct dbd_cow *cow, u64 *map, u64 block, u64 val)
 {
 	u64 *e = &map[block % DBD_SECTION_ENTRIES];
 
+	if (le64_to_cpu(*e) == val)
+		return;
 	if (!*e && val && cow->hdr.version >= COW_VERSION_CHANGED_BLOCKS)
 		cow->hdr.nr_changed_blocks++;
 	*e = cpu_to_le64(val);

@@ -180,6 +180,7 @@ void dbd_snap_free(struct dbd_snap *snap);
 bool dbd_snap_write(struct dbd_trace *t, struct bio *bio);
 void dbd_snap_wake(struct dbd_snap *snap);
 int dbd_snap_load_done(struct dbd_snap *snap);
+int dbd_snap_mark_self(struct dbd_snap *snap, struct dbd_cow *cow);
 int dbd_snap_disk_add(struct dbd_dev *dev);
 void dbd_snap_disk_del(struct dbd_dev *dev);
 

@@ -326,6 +326,11 @@ int dbd_dev_transition_inc(struct dbd_dev *dev)
 	dev->inc = inc;
 	/* the old snapshot engine drains (data flushed by the freeze) */
 	dbd_snap_stop(snap);
+	if (!dbd_dev_failed(dev)) {
+		ret = dbd_snap_mark_self(snap, dev->cow);
+		if (ret)
+			dbd_dev_fail(dev, ret);
+	}
 	dbd_snap_disk_del(dev);
 	dev->snap = NULL;
 	dbd_snap_free(snap);

@@ -2,7 +2,9 @@
 /*
  * Incremental mode: writes pass at once; the hook records the touched
  * block ranges and the device's thread marks them changed (index entry
- * 1) in the COW file.  Writes of the COW file's own pages are skipped.
+ * 1) in the COW file.  The COW file's own writes (its index) are recorded
+ * too: the next incremental image must match the next snapshot in every
+ * block, the old COW file's included.
  * Discards, secure erases and write-zeroes are recorded like writes.
  */
 #include <linux/kthread.h>
@@ -26,20 +28,6 @@ struct dbd_inc {
 	bool stop;
 };
 
-static bool inc_all_cow_pages(struct dbd_inc *inc, struct bio *bio)
-{
-	struct bio_vec bv;
-	struct bvec_iter iter;
-
-	if (bio_op(bio) != REQ_OP_WRITE)
-		return false;
-	bio_for_each_segment(bv, bio, iter) {
-		if (!dbd_cow_owns_page(inc->cow, bv.bv_page))
-			return false;
-	}
-	return true;
-}
-
 void dbd_inc_write(struct dbd_trace *t, struct bio *bio)
 {
 	struct dbd_inc *inc = t->inc;
@@ -55,8 +43,6 @@ void dbd_inc_write(struct dbd_trace *t, struct bio *bio)
 	if (nr > t->size - start)
 		nr = t->size - start;
 	if (dbd_block_range(start, nr, &first, &last))
-		return;
-	if (inc_all_cow_pages(inc, bio))
 		return;
 
 	spin_lock(&inc->lock);

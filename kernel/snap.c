@@ -39,6 +39,7 @@ struct dbd_snap {
 	u64 nblocks;
 	unsigned long *done;
 	unsigned long *claim;		/* mrf thread only */
+	unsigned long *self;		/* blocks the COW file's own writes hit */
 	spinlock_t lock;
 	struct bio_list held;
 	struct bio_list reads;
@@ -178,8 +179,17 @@ bool dbd_snap_write(struct dbd_trace *t, struct bio *bio)
 
 	if (!snap_bio_range(t, bio, &first, &last))
 		return false;
-	if (snap_all_cow_pages(s, bio))
+	if (snap_all_cow_pages(s, bio)) {
+		/*
+		 * The COW file's own writes are not copied, but they change
+		 * the volume after the snapshot instant: remembered for the
+		 * next incremental (dbd_snap_mark_self).
+		 */
+		spin_lock(&s->lock);
+		bitmap_set(s->self, first, last - first + 1);
+		spin_unlock(&s->lock);
 		return false;
+	}
 	spin_lock(&s->lock);
 	if (snap_range_done(s, first, last)) {
 		spin_unlock(&s->lock);
@@ -569,7 +579,9 @@ struct dbd_snap *dbd_snap_create(struct dbd_dev *dev, struct dbd_cow *cow)
 			   GFP_KERNEL);
 	s->claim = kvcalloc(BITS_TO_LONGS(s->nblocks), sizeof(long),
 			    GFP_KERNEL);
-	if (!s->done || !s->claim)
+	s->self = kvcalloc(BITS_TO_LONGS(s->nblocks), sizeof(long),
+			   GFP_KERNEL);
+	if (!s->done || !s->claim || !s->self)
 		goto err;
 	for (i = 0; i < DBD_WINDOW_BLOCKS; i++) {
 		s->win[i] = alloc_page(GFP_KERNEL);
@@ -622,6 +634,7 @@ err:
 			__free_page(s->win[i]);
 	kvfree(s->done);
 	kvfree(s->claim);
+	kvfree(s->self);
 	kvfree(s);
 	return ERR_PTR(-ENOMEM);
 }
@@ -650,6 +663,30 @@ int dbd_snap_load_done(struct dbd_snap *s)
 	return dbd_cow_scan(s->cow, s->done, s->nblocks);
 }
 
+/*
+ * Mark the blocks the COW file's own writes changed during this snapshot
+ * as changed in cow (its index, turning incremental): the next
+ * incremental image must get them too, or it would differ from the next
+ * snapshot in the old COW file's blocks.  The engine must be stopped.
+ */
+int dbd_snap_mark_self(struct dbd_snap *s, struct dbd_cow *cow)
+{
+	unsigned long first = 0, last;
+	int ret = 0;
+
+	for (;;) {
+		first = find_next_bit(s->self, s->nblocks, first);
+		if (first >= s->nblocks)
+			break;
+		last = find_next_zero_bit(s->self, s->nblocks, first);
+		ret = dbd_cow_mark_changed(cow, first, last - 1);
+		if (ret)
+			break;
+		first = last;
+	}
+	return ret;
+}
+
 /* drain held writes and pending COW data; tracing must be removed */
 void dbd_snap_stop(struct dbd_snap *s)
 {
@@ -670,6 +707,7 @@ void dbd_snap_free(struct dbd_snap *s)
 		__free_page(s->win[i]);
 	kvfree(s->done);
 	kvfree(s->claim);
+	kvfree(s->self);
 	kvfree(s);
 }
 

@@ -188,21 +188,6 @@ async function backupCycle(t: VmContext, fs: 'ext4' | 'xfs', writeDuringSnapshot
   t.run(['losetup', '-d', vol]);
 }
 
-/**
- * Known module bug (issue #4, reported in the session notes): on a loop-backed
- * volume, blocks changed between the two snapshots are sometimes left with
- * index entry 0 in the old COW file, so the updated image differs from the new
- * snapshot in those blocks (a handful of ext4 metadata blocks; every block
- * written while the first snapshot is active). The kernel's own transition test
- * on a virtio partition passes. Declared here so CI shows it as XFAIL with the
- * differing blocks, until the module is fixed.
- */
-export const knownFailures: Record<string, string> = {
-  cliBackupCycleExt4: 'module misses changed blocks in the old COW file (issue #4)',
-  cliBackupCycleXfs: 'module misses changed blocks in the old COW file (issue #4)',
-  cliBackupCycleWritesDuringSnapshotExt4: 'module misses blocks written during the first snapshot (issue #4)',
-};
-
 export async function cliBackupCycleExt4(t: VmContext): Promise<void> {
   await backupCycle(t, 'ext4', false);
 }
