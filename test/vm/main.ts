@@ -254,6 +254,8 @@ function splitAtSelfTest(log: string): [string, string] {
 function caseError(c: CaseResult): string {
   let s = c.error ?? '';
   if (c.log?.length) s += `\n-- case log (last ${c.log.length} lines):\n${c.log.join('\n')}`;
+  const kmsg = c.kmsg;
+  if (kmsg?.length) s += `\n-- kernel log of the case (last ${Math.min(kmsg.length, 25)} lines):\n${kmsg.slice(-25).join('\n')}`;
   return s;
 }
 

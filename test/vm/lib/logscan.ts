@@ -20,6 +20,8 @@ const PATTERNS: ReadonlyArray<readonly [string, RegExp]> = [
   ['hung task', /blocked for more than \d+ seconds|hung_task/],
   ['lockup', /soft lockup|hard LOCKUP|rcu_(sched|preempt) (self-)?detected (stall|.*stalls)|rcu: INFO: .* stall/i],
   ['memory corruption', /list_(add|del) corruption|refcount_t: |KFENCE: |UBSAN: |slab-out-of-bounds|use-after-free/],
+  // a lost write on a real disk (the snapshot device's own EIO is expected in some tests)
+  ['I/O error', /I\/O error, dev (?!datto)|Buffer I\/O error on dev(ice)? (?!datto)|EXT4-fs error|XFS \(.*\): (Corruption|metadata I\/O error)/],
   ['call trace', /^\s*(\[\s*[\d.]+\]\s*)?Call Trace:/],
 ];
 

@@ -1,0 +1,26 @@
+// SPDX-License-Identifier: GPL-2.0-only
+// The VM harness's kernel-log scanner: what makes a VM case fail.
+import { describe, expect, it } from 'vitest';
+import { scanKernelLog } from '../vm/lib/logscan.js';
+
+const kinds = (log: string): string[] => scanKernelLog(log).map((p) => p.kind);
+
+describe('kernel log scanner', () => {
+  it('reports oopses, warnings and hung tasks', () => {
+    expect(kinds('[ 1.0] BUG: unable to handle page fault for address: 0000')).toEqual(['oops']);
+    expect(kinds('[ 1.0] WARNING: CPU: 0 PID: 1 at x.c:1 f+0x1/0x2')).toEqual(['WARNING']);
+    expect(kinds('[ 9.0] INFO: task sync:300 blocked for more than 30 seconds.')).toEqual(['hung task']);
+  });
+
+  it('reports lost writes on real disks and filesystem errors', () => {
+    expect(kinds('[ 2.0] I/O error, dev vda, sector 2048 op 0x1:(WRITE) flags 0x0 phys_seg 1 prio class 2')).toEqual(['I/O error']);
+    expect(kinds('[ 2.0] Buffer I/O error on dev loop0, logical block 7, lost async page write')).toEqual(['I/O error']);
+    expect(kinds('[ 2.0] EXT4-fs error (device vda1): ext4_find_entry:1686: inode #2: comm ls: reading directory lblock 0')).toEqual(['I/O error']);
+  });
+
+  it('accepts the EIO a failed snapshot device returns, and the command line', () => {
+    expect(kinds('[ 3.0] Buffer I/O error on dev datto0, logical block 0, async page read')).toEqual([]);
+    expect(kinds('[ 0.0] Kernel command line: panic=-1 oops=panic')).toEqual([]);
+    expect(kinds('[ 3.0] datto: device 0 failed: -27')).toEqual([]);
+  });
+});
