@@ -5,7 +5,10 @@
 // machine-readable results (bench/results.json) and renders
 // bench/RESULTS.md from them. Benchmarks print figures; they never fail.
 //
-//   DBD_BENCH_KERNELS=6.12  DBD_BENCH_REPS=3  DBD_BENCH_CASES=incremental  npm run bench
+//   DBD_BENCH_KERNELS=6.12  DBD_BENCH_PAIRS=3  DBD_BENCH_CASES=incremental  npm run bench
+//
+// DBD_BENCH_REPS belongs to bench/update-img.ts (its repetitions); this
+// runner's A/B pairs are DBD_BENCH_PAIRS.
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -16,6 +19,7 @@ import { prepareKernels, type KernelInfo, type KernelName, KERNEL_NAMES } from '
 import { vmDir } from '../test/vm/lib/paths.js';
 import { parseSize } from '../test/vm/lib/qemu.js';
 import { discoverTests, filterTests } from '../test/vm/lib/suite.js';
+import { DATA_MIB } from './guest/bench-fs.js';
 import { DEFAULT_PARAMS, type BenchParams } from './guest/params.js';
 import { figuresFor } from './lib/figures.js';
 import { inflightBound } from './lib/bound.js';
@@ -117,7 +121,7 @@ async function pool<T, R>(items: readonly T[], n: number, fn: (x: T) => Promise<
 async function main(): Promise<void> {
   const t0 = Date.now();
   const params: BenchParams = {
-    reps: num(env.DBD_BENCH_REPS, DEFAULT_PARAMS.reps),
+    reps: num(env.DBD_BENCH_PAIRS, DEFAULT_PARAMS.reps),
     runtimeS: num(env.DBD_BENCH_RUNTIME, DEFAULT_PARAMS.runtimeS),
     seqMiB: DEFAULT_PARAMS.seqMiB,
     randMiB: DEFAULT_PARAMS.randMiB,
@@ -129,7 +133,7 @@ async function main(): Promise<void> {
   const jobs = Math.max(1, num(env.DBD_BENCH_JOBS, 1));
   const smp = num(env.DBD_BENCH_SMP, 2);
   const memMiB = num(env.DBD_BENCH_MEM, 1024);
-  const disk = env.DBD_BENCH_DISK ?? '2G';
+  const disk = env.DBD_BENCH_DISK ?? '1G';
   const out = env.DBD_BENCH_JSON ?? join(BENCH, 'results.json');
   const md = env.DBD_BENCH_MD ?? join(BENCH, 'RESULTS.md');
 
@@ -140,9 +144,12 @@ async function main(): Promise<void> {
   if (!tool.ok) log(`dbd-ioctl did not build:\n${tool.output}`);
   const tests = filterTests(await discoverTests(join(BENCH, 'vm')), env.DBD_BENCH_CASES);
   const runs: VmBenchRun[] = await pool(ks, jobs, (k) =>
-    runKernelBench(k, tests, tool.ko, { kernelSrc: src.dir, smp, memMiB, diskBytes: parseSize(disk), timeoutS: num(env.DBD_BENCH_TIMEOUT, 900), params, keep: env.DBD_BENCH_KEEP === '1', verbose: env.DBD_BENCH_VERBOSE === '1' }, log),
+    runKernelBench(k, tests, tool.ko, { kernelSrc: src.dir, smp, memMiB, diskBytes: parseSize(disk), timeoutS: num(env.DBD_BENCH_TIMEOUT, 480), caseTimeoutS: num(env.DBD_BENCH_CASE_TIMEOUT, 200), params, keep: env.DBD_BENCH_KEEP === '1', verbose: env.DBD_BENCH_VERBOSE === '1' }, log),
   );
 
+  const phases: Record<string, number> = { 'setup and module builds': 0 };
+  for (const r of runs) phases[`boot ${r.kernel.name}`] = r.bootSeconds;
+  phases['setup and module builds'] = (Date.now() - t0) / 1000 - runs.reduce((a, r) => a + r.bootSeconds, 0);
   const bound = inflightBound(dirname(src.dir));
   const reports: KernelReport[] = runs.map((r) => {
     const failed = (metric: string): string => {
@@ -172,25 +179,31 @@ async function main(): Promise<void> {
   write({
     date: new Date().toISOString(),
     host: hostInfo(),
-    guest: { accel: 'tcg', smp, memMiB, disk: `2 × ${disk} virtio-blk (vda traced, vdb untracked twin), raw sparse files on the host, cache=none, aio=threads` },
+    guest: { accel: 'tcg', smp, memMiB, dataMiB: DATA_MIB, disk: `2 × ${disk} virtio-blk (vda traced, vdb untracked twin), raw sparse files on the host, cache=none, aio=threads` },
     parallelBoots: jobs,
     reps: params.reps,
     wallSeconds: (Date.now() - t0) / 1000,
+    phases: { ...phases },
     kernels: reports,
     moduleSource: src.label,
     extraNotes: [],
   });
+  let t1 = Date.now();
   const emulator = env.DBD_BENCH_EMULATOR === '0' ? undefined : await optionalBench('emulator.ts');
+  if (emulator) phases.emulator = (Date.now() - t1) / 1000;
+  t1 = Date.now();
   // update-img's own default volume is 256 MiB; 128 MiB keeps the whole run within 20 minutes
   env.DBD_BENCH_UPDATE_IMG_MIB ??= '128';
   const updateImg = env.DBD_BENCH_UPDATE_IMG === '0' ? undefined : await optionalBench('update-img.ts');
+  if (updateImg) phases['update-img'] = (Date.now() - t1) / 1000;
   const results: BenchResults = {
     date: new Date().toISOString(),
     host: hostInfo(),
-    guest: { accel: 'tcg', smp, memMiB, disk: `2 × ${disk} virtio-blk (vda traced, vdb untracked twin), raw sparse files on the host, cache=none, aio=threads` },
+    guest: { accel: 'tcg', smp, memMiB, dataMiB: DATA_MIB, disk: `2 × ${disk} virtio-blk (vda traced, vdb untracked twin), raw sparse files on the host, cache=none, aio=threads` },
     parallelBoots: jobs,
     reps: params.reps,
     wallSeconds: (Date.now() - t0) / 1000,
+    phases: { ...phases },
     kernels: reports,
     moduleSource: src.label,
     emulator,

@@ -24,7 +24,10 @@ export interface VmBenchOptions {
   smp: number;
   memMiB: number;
   diskBytes: number;
+  /** whole boot (QEMU is killed after it) */
   timeoutS: number;
+  /** one guest case */
+  caseTimeoutS: number;
   params: BenchParams;
   keep: boolean;
   verbose: boolean;
@@ -75,7 +78,7 @@ export async function runKernelBench(k: KernelInfo, tests: TestFile[], tool: str
     ],
     tests,
     commandTimeoutMs: 240_000,
-    caseTimeoutMs: o.timeoutS * 1000,
+    caseTimeoutMs: o.caseTimeoutS * 1000,
     bench: o.params,
   };
   const cfgPath = join(runDir, 'config.json');

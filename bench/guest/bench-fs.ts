@@ -4,13 +4,15 @@
 // mounts survive, so every case measures the same layout):
 //   /dev/vda → /run/dbd-bench: the traced device (snapshots, COW files)
 //   /dev/vdb → /run/dbd-raw:   the same layout, never tracked (raw side)
-// Both hold a 1 GiB data file written once; vda is prefilled completely
+// Both hold a DATA_MIB data file written once; vda is prefilled completely
 // so the host image has no unallocated holes left (first writes to a
 // sparse image cost more than later ones).
 import { mkdirSync, readFileSync } from 'node:fs';
 import type { VmContext } from '../../test/vm/guest/api.js';
 
-export const DATA_MIB = 512;
+export const DATA_MIB = 256;
+/** MiB of the file the busy (buffered) writer of the latency case rewrites */
+export const BUSY_MIB = 128;
 
 export interface BenchFs {
   dev: string;
@@ -57,7 +59,7 @@ function prepare(t: VmContext, dev: string, mnt: string, prefillAll: boolean): B
     t.run(['mount', '-o', 'noatime', dev, mnt]);
     t.sh(
       `dd if=/dev/zero of=${fs.data} bs=4M count=${DATA_MIB / 4} oflag=direct conv=fsync status=none && ` +
-        `dd if=/dev/zero of=${fs.busy} bs=4M count=64 oflag=direct conv=fsync status=none && sync`,
+        `dd if=/dev/zero of=${fs.busy} bs=4M count=${BUSY_MIB / 4} oflag=direct conv=fsync status=none && sync`,
       { timeoutMs: 300_000 },
     );
     t.log(`bench fs ${dev} ready in ${Date.now() - t0} ms`);

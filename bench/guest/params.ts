@@ -25,11 +25,11 @@ export interface BenchParams {
 export const DEFAULT_PARAMS: BenchParams = {
   reps: 5,
   runtimeS: 1.5,
-  seqMiB: 128,
-  randMiB: 4,
-  readMiB: 256,
-  stormMiB: 160,
-  caseBudgetS: 45,
+  seqMiB: 64,
+  randMiB: 2,
+  readMiB: 128,
+  stormMiB: 128,
+  caseBudgetS: 25,
   minReps: 3,
 };
 

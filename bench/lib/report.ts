@@ -68,7 +68,7 @@ function kernelSection(r: BenchResults, k: KernelReport): string {
   if (k.problems.length) {
     out.push('Problems in this run (first lines; the run directory is kept with the full logs):', '', '```', ...k.problems.map((p) => p.trimEnd().split('\n').slice(0, 3).join('\n')), '```', '');
   }
-  out.push(`Throughput (${r.reps} A/B pairs; ratio = traced/raw of the same pair):`, '', throughputTable(k), '');
+  out.push(`Throughput (up to ${r.reps} A/B pairs, at least 3; ratio = traced/raw of the same pair):`, '', throughputTable(k), '');
   out.push('Latency (wall time of the ioctl minus the median process start of `dbd-ioctl`):', '', valueTable(k, 'latency'), '');
   out.push(
     'Memory (kernel memory attributable to the driver: Δ SUnreclaim + Δ VmallocUsed + Δ pages on no LRU, per GiB of tracked volume; storm peak in MiB):',
@@ -123,10 +123,11 @@ export function renderResultsMd(r: BenchResults, previous: string): string {
     '',
     '## Kernel driver: overhead against the raw device',
     '',
-    `Run ${r.date}, wall time ${r.wallSeconds.toFixed(0)} s, ${r.parallelBoots === 1 ? 'one guest at a time' : `${r.parallelBoots} guests in parallel`}.`,
+    `Run ${r.date}, wall time ${r.wallSeconds.toFixed(0)} s (${(r.wallSeconds / 60).toFixed(1)} min), ${r.parallelBoots === 1 ? 'one guest at a time' : `${r.parallelBoots} guests in parallel`}.`,
+    ...(r.phases ? [`Where the wall time went: ${Object.entries(r.phases).map(([k, v]) => `${k} ${v.toFixed(0)} s`).join(', ')}.`] : []),
     `Module measured: ${r.moduleSource}.`,
     `Host: ${r.host.cpus} × ${r.host.model}, Node ${r.host.node}, ${r.host.qemu}.`,
-    `Guest: QEMU **TCG** (no KVM), ${r.guest.smp} vCPUs, ${r.guest.memMiB} MiB; disks dedicated to the benchmark: ${r.guest.disk}. Two of them: /dev/vda (traced; prefilled once so the host image has no holes) and /dev/vdb (the untracked twin), each with ext4 (no lazy init) and a 512 MiB data file written once.`,
+    `Guest: QEMU **TCG** (no KVM), ${r.guest.smp} vCPUs, ${r.guest.memMiB} MiB; disks dedicated to the benchmark: ${r.guest.disk}. Two of them: /dev/vda (traced; prefilled once so the host image has no holes) and /dev/vdb (the untracked twin), each with ext4 (no lazy init) and a ${r.guest.dataMiB ?? 512} MiB data file written once.`,
     '',
     '### Method',
     '',

@@ -52,10 +52,12 @@ export interface KernelReport {
 export interface BenchResults {
   date: string;
   host: { cpus: number; model: string; node: string; qemu: string };
-  guest: { accel: 'tcg'; smp: number; memMiB: number; disk: string };
+  guest: { accel: 'tcg'; smp: number; memMiB: number; disk: string; dataMiB?: number };
   parallelBoots: number;
   reps: number;
   wallSeconds: number;
+  /** where the wall time went: seconds per phase (boot per kernel, emulator, update-img) */
+  phases?: Record<string, number>;
   kernels: KernelReport[];
   /** which kernel/ sources were built and measured */
   moduleSource: string;

@@ -6,7 +6,7 @@
 // (no work in the driver) is subtracted and reported as well.
 import type { ChildProcess } from 'node:child_process';
 import type { VmContext } from '../../test/vm/guest/api.js';
-import { ensureBenchDisks, removeCow, type BenchFs } from '../guest/bench-fs.js';
+import { BUSY_MIB, ensureBenchDisks, removeCow, type BenchFs } from '../guest/bench-fs.js';
 import { fioBackground, sleep, stopBackground } from '../guest/fio.js';
 import { params, repeater } from '../guest/params.js';
 import { Recorder } from '../guest/record.js';
@@ -27,7 +27,7 @@ function median(xs: number[]): number {
 
 /** a buffered sequential writer on the traced filesystem, running until stopped */
 async function startBusy(t: VmContext, fs: BenchFs): Promise<ChildProcess> {
-  const c = fioBackground(t, { filename: fs.busy, rw: 'write', bs: '1M', size: '256M', runtimeS: 600, direct: false });
+  const c = fioBackground(t, { filename: fs.busy, rw: 'write', bs: '1M', size: `${BUSY_MIB}M`, runtimeS: 600, direct: false });
   await sleep(1500);
   if (c.exitCode !== null) throw new Error(`background fio exited early (${c.exitCode})`);
   return c;
