@@ -1,13 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /**
  * update-img throughput on the host: the update-img engine
- * (src/cli/update-img-core.ts) copying the changed blocks of a 256 MiB
+ * (src/cli/update-img-core.ts, updateImgAsync as the CLI runs it) copying the changed blocks of a 256 MiB
  * snapshot into an image, against `dd` copying the same number of bytes
  * sequentially, at 1 %, 10 % and 50 % of the blocks changed, scattered
  * (random single blocks) and clustered (runs of 256 blocks = 1 MiB).
  *
  * The snapshot, COW file and image are real files in a temporary directory
- * (page cache warm, no fsync for either tool); the snapshot device name and
+ * (page cache warm; update-img fsyncs the image at the end, dd does not); the snapshot device name and
  * the driver's info come from a fixture backend, since no module is loaded
  * on the host. What is measured is the tool's I/O path: index scan, run
  * merging, positional reads and writes.
@@ -24,7 +24,7 @@ import { COW_BLOCK_SIZE, COW_HEADER_SIZE, COW_MAGIC, FLAG_CLEAN, FLAG_INDEX_ONLY
 import { nodeIo } from '../src/driver/node-file.js';
 import type { Backend, DeviceInfo, DriverControl } from '../src/driver/types.js';
 import { encodeEntries, encodeHeader, geometry, uuidHex } from '../src/format/index.js';
-import { updateImg } from '../src/cli/update-img-core.js';
+import { nodeAsyncIo, updateImgAsync } from '../src/cli/update-img-core.js';
 
 export interface UpdateImgBenchRow {
   pattern: 'scattered' | 'clustered';
@@ -159,12 +159,12 @@ export async function benchUpdateImg(
         // best of `reps` (the machine is shared): whole run = open, validation (index read twice), copy, close
         let uSeconds = Infinity;
         let ddSeconds = Infinity;
-        let res: ReturnType<typeof updateImg> | undefined;
+        let res: Awaited<ReturnType<typeof updateImgAsync>> | undefined;
         let count = 1;
         for (let rep = 0; rep < reps; rep++) {
           writeFileSync(img, new Uint8Array(size));
           const u0 = performance.now();
-          res = updateImg(backend, { snapshot: '/dev/datto0', cow, image: img });
+          res = await updateImgAsync(backend, { snapshot: '/dev/datto0', cow, image: img, dataIo: nodeAsyncIo((p) => (p === '/dev/datto0' ? snap : p)) });
           uSeconds = Math.min(uSeconds, (performance.now() - u0) / 1000);
           // dd of the same number of bytes, sequential 1 MiB blocks
           count = Math.max(1, Math.round(res.bytesCopied / MIB));

@@ -11,8 +11,13 @@ import type { Backend } from '../driver/types.js';
 import { BackendChoiceError, backendName, createBackend } from './backend-select.js';
 import { formatBytes } from './info-format.js';
 import { ProgressBar } from './progress.js';
-import { updateImg, UpdateImgError, type UpdateImgResult } from './update-img-core.js';
+import { DEFAULT_PARALLEL, nodeAsyncIo, updateImgAsync, UpdateImgError, type AsyncDataIo, type UpdateImgResult } from './update-img-core.js';
 import { TOOLS_VERSION } from './version.js';
+
+// The copies in flight run on libuv's thread pool (4 threads by default). Its
+// size is read once, when the pool first starts: this module is evaluated
+// before any asynchronous file I/O of the update-img process.
+process.env['UV_THREADPOOL_SIZE'] ??= String(DEFAULT_PARALLEL);
 
 export const UPDATE_IMG_EXIT = {
   /** Every changed block was copied. */
@@ -32,13 +37,20 @@ export interface UpdateImgMainOptions {
   stderr?: (s: string) => void;
   /** Whether stderr is a terminal (progress bar); default: process.stderr.isTTY. */
   stderrIsTTY?: boolean;
+  /**
+   * Asynchronous file access for the data copy. Default: node:fs for the
+   * kernel backend created from the command line, none (the backend's own
+   * synchronous files) for an injected backend.
+   */
+  dataIo?: AsyncDataIo;
 }
 
 const HELP_AFTER = `
 Checks before writing anything: the snapshot is a /dev/datto<N> device in active snapshot
 state; the COW file has the right magic, is cleanly closed and index-only, has the same uuid
 as the snapshot and the seqid just before it; the image is at least as large as the snapshot.
-Runs of adjacent changed blocks are copied with I/Os of up to --max-io bytes.
+Runs of adjacent changed blocks are copied with I/Os of up to --max-io bytes, with up to
+--parallel copies in flight.
 
 Exit status:
   0  every changed block was copied
@@ -51,6 +63,13 @@ function parseMaxIo(v: string): number {
   if (!/^[0-9]+$/.test(v)) throw new InvalidArgumentError(`--max-io must be a decimal number of bytes, got "${v}"`);
   const n = Number(v);
   if (n < 4096 || n % 4096 !== 0 || n > 64 * 1048576) throw new InvalidArgumentError('--max-io must be a multiple of 4096 between 4096 and 67108864');
+  return n;
+}
+
+function parseParallel(v: string): number {
+  if (!/^[0-9]+$/.test(v)) throw new InvalidArgumentError(`--parallel must be a decimal number, got "${v}"`);
+  const n = Number(v);
+  if (n < 1 || n > 256) throw new InvalidArgumentError('--parallel must be between 1 and 256');
   return n;
 }
 
@@ -85,20 +104,24 @@ export async function main(argv: string[], opts: UpdateImgMainOptions = {}): Pro
     .option('--json', 'print exactly one JSON document on stdout (errors too)')
     .option('--no-progress', 'no progress bar (it is only drawn when stderr is a terminal)')
     .addOption(new Option('--max-io <bytes>', 'largest single I/O').argParser(parseMaxIo).default(1048576, '1 MiB'))
+    .addOption(new Option('--parallel <n>', 'copies in flight at once').argParser(parseParallel).default(DEFAULT_PARALLEL))
     .addOption(new Option('--backend <name>').choices(['kernel', 'emulator']).hideHelp())
     .exitOverride()
     .configureOutput({ writeOut: (s) => (outBuf += s), writeErr: (s) => (errBuf += s) })
     .showHelpAfterError("(run 'update-img --help' for usage)")
     .addHelpText('after', HELP_AFTER)
-    .action(async (snapshot: string, cow: string, image: string, o: { progress: boolean; maxIo: number; backend?: string }) => {
+    .action(async (snapshot: string, cow: string, image: string, o: { progress: boolean; maxIo: number; parallel: number; backend?: string }) => {
       const backend = opts.backend ?? (await createBackend(backendName(o.backend, env)));
+      const dataIo = opts.dataIo ?? (!opts.backend && backend.name === 'kernel' ? nodeAsyncIo() : undefined);
       const bar = tty && o.progress && !json ? new ProgressBar(stderr) : undefined;
       let last = { doneBytes: 0, totalBytes: 0 };
-      result = updateImg(backend, {
+      result = await updateImgAsync(backend, {
         snapshot,
         cow,
         image,
         maxIoBytes: o.maxIo,
+        parallel: o.parallel,
+        ...(dataIo ? { dataIo } : {}),
         onValidated: (v) => {
           if (!json) stdout(`snapshot is ${v.snapshotBlocks} blocks large\ncopying blocks\n`);
         },
