@@ -83,6 +83,8 @@ export interface UpdateImgResult extends UpdateImgValidation {
   /** First failing block numbers (at most 16) with their errno names. */
   failures: { block: number; code: string }[];
   bytesCopied: number;
+  /** Bytes read from the snapshot device (more than bytesCopied when small gaps were read over). */
+  bytesRead: number;
   /** Number of read+write pairs issued for the data. */
   ios: number;
   seconds: number;
@@ -259,7 +261,16 @@ export interface UpdateImgAsyncOptions extends UpdateImgOptions {
    * synchronous files are used, one copy at a time.
    */
   dataIo?: AsyncDataIo;
+  /**
+   * Unchanged gaps of at most this many bytes between changed runs are read
+   * over (default 128 KiB; 0: never): one larger read replaces several small
+   * ones, and only the changed blocks are written.
+   */
+  mergeGapBytes?: number;
 }
+
+/** Default of mergeGapBytes: below this, reading the gap costs less than one more small read. */
+export const DEFAULT_MERGE_GAP = 128 << 10;
 
 function promised<T>(f: (cb: (err: NodeJS.ErrnoException | null, v: T) => void) => void): Promise<T> {
   return new Promise((resolve, reject) => f((err, v) => (err ? reject(err) : resolve(v))));
@@ -340,6 +351,32 @@ export function* changedRuns(v: Pick<Validated, 'snapshotBlocks' | 'entriesOf'>,
   if (runLen > 0) yield [runStart, runLen];
 }
 
+/** One read of the snapshot: blocks [first, first+count) covering the changed runs `parts`. */
+export interface CopyWindow {
+  first: number;
+  count: number;
+  parts: [first: number, count: number][];
+}
+
+/**
+ * Groups runs (in block order) into read windows of at most maxRun blocks,
+ * joining a run to the window before it when the unchanged gap between them
+ * is at most gapBlocks.
+ */
+export function* copyWindows(runs: Iterable<[number, number]>, maxRun: number, gapBlocks: number): Generator<CopyWindow> {
+  let w: CopyWindow | undefined;
+  for (const [first, count] of runs) {
+    if (w && first - (w.first + w.count) <= gapBlocks && first + count - w.first <= maxRun) {
+      w.parts.push([first, count]);
+      w.count = first + count - w.first;
+      continue;
+    }
+    if (w) yield w;
+    w = { first, count, parts: [[first, count]] };
+  }
+  if (w) yield w;
+}
+
 function checkedMaxIo(opts: UpdateImgOptions): number {
   const maxIo = opts.maxIoBytes ?? 1 << 20;
   if (maxIo < COW_BLOCK_SIZE || maxIo % COW_BLOCK_SIZE !== 0) throw new RangeError('maxIoBytes must be a positive multiple of 4096');
@@ -352,6 +389,7 @@ class Tally {
   readonly failures: { block: number; code: string }[] = [];
   copied = 0;
   ios = 0;
+  bytesRead = 0;
 
   constructor(
     v: UpdateImgValidation,
@@ -380,6 +418,7 @@ class Tally {
       errorBlocks: this.progress.errorBlocks,
       failures: this.failures,
       bytesCopied: this.progress.doneBytes,
+      bytesRead: this.bytesRead,
       ios: this.ios,
       seconds: (performance.now() - start) / 1000,
     };
@@ -419,7 +458,9 @@ export function updateImg(backend: Backend, opts: UpdateImgOptions): UpdateImgRe
       const view = buf.subarray(0, len);
       t.ios++;
       try {
-        if (snap.read(view, off) !== len) return 'EIO';
+        const n = snap.read(view, off);
+        t.bytesRead += n;
+        if (n !== len) return 'EIO';
         image.write(view, off);
       } catch (e) {
         return errCode(e);
@@ -469,6 +510,8 @@ export async function updateImgAsync(backend: Backend, opts: UpdateImgAsyncOptio
   const requested = opts.parallel ?? DEFAULT_PARALLEL;
   if (!Number.isInteger(requested) || requested < 1) throw new RangeError('parallel must be a positive integer');
   const parallel = Math.max(1, Math.min(requested, Math.floor(MAX_INFLIGHT_BYTES / maxIo)));
+  const gapBytes = opts.mergeGapBytes ?? DEFAULT_MERGE_GAP;
+  if (!Number.isSafeInteger(gapBytes) || gapBytes < 0) throw new RangeError('mergeGapBytes must be a non-negative integer');
   const files: BlockFile[] = [];
   const asyncFiles: AsyncBlockFile[] = [];
   try {
@@ -491,17 +534,34 @@ export async function updateImgAsync(backend: Backend, opts: UpdateImgAsyncOptio
     opts.onValidated?.(v);
     const start = performance.now();
     const t = new Tally(v, opts.onProgress);
-    const runs = changedRuns(v, maxIo / COW_BLOCK_SIZE, opts.indexChunkEntries ?? 131072);
+    const maxRun = maxIo / COW_BLOCK_SIZE;
+    const windows = copyWindows(changedRuns(v, maxRun, opts.indexChunkEntries ?? 131072), maxRun, Math.floor(gapBytes / COW_BLOCK_SIZE));
     let fatal: { error: unknown } | undefined;
 
-    const copyRange = async (buf: Uint8Array, first: number, count: number): Promise<string | undefined> => {
+    const span = (first: number, count: number): { off: number; len: number } => {
       const off = first * COW_BLOCK_SIZE;
-      const len = Math.min(count * COW_BLOCK_SIZE, v.snapshotBytes - off);
-      const view = buf.subarray(0, len);
+      return { off, len: Math.min(count * COW_BLOCK_SIZE, v.snapshotBytes - off) };
+    };
+
+    /** Read blocks [first, first+count) into buf; the errno name on error. */
+    const readRange = async (buf: Uint8Array, first: number, count: number): Promise<string | undefined> => {
+      const { off, len } = span(first, count);
       t.ios++;
       try {
-        if ((await src.read(view, off)) !== len) return 'EIO';
-        await dst.write(view, off);
+        const n = await src.read(buf.subarray(0, len), off);
+        t.bytesRead += n;
+        return n === len ? undefined : 'EIO';
+      } catch (e) {
+        return errCode(e);
+      }
+    };
+
+    /** Write blocks [first, first+count) from buf, which holds the blocks from `base` on. */
+    const writeRange = async (buf: Uint8Array, base: number, first: number, count: number): Promise<string | undefined> => {
+      const { off, len } = span(first, count);
+      const at = (first - base) * COW_BLOCK_SIZE;
+      try {
+        await dst.write(buf.subarray(at, at + len), off);
       } catch (e) {
         return errCode(e);
       }
@@ -509,32 +569,56 @@ export async function updateImgAsync(backend: Backend, opts: UpdateImgAsyncOptio
       return undefined;
     };
 
+    /** One read and one write; on failure each block again on its own, so only failing blocks are lost. */
+    const copyRun = async (buf: Uint8Array, first: number, count: number): Promise<void> => {
+      const err = (await readRange(buf, first, count)) ?? (await writeRange(buf, first, first, count));
+      if (err === undefined) t.copied += count;
+      else if (count === 1) t.fail(first, err);
+      else {
+        for (let b = first; b < first + count; b++) {
+          const e = (await readRange(buf, b, 1)) ?? (await writeRange(buf, b, b, 1));
+          if (e === undefined) t.copied++;
+          else t.fail(b, e);
+        }
+      }
+    };
+
+    const copyWindow = async (buf: Uint8Array, w: CopyWindow): Promise<void> => {
+      if (w.parts.length === 1) return copyRun(buf, w.first, w.count);
+      if ((await readRange(buf, w.first, w.count)) !== undefined) {
+        // The window (gaps included) could not be read: copy its changed runs alone.
+        for (const [first, count] of w.parts) await copyRun(buf, first, count);
+        return;
+      }
+      const failed = await Promise.all(w.parts.map(([first, count]) => writeRange(buf, w.first, first, count)));
+      for (let i = 0; i < w.parts.length; i++) {
+        const [first, count] = w.parts[i]!;
+        if (failed[i] === undefined) t.copied += count;
+        else for (let b = first; b < first + count; b++) {
+          const e = (await readRange(buf, b, 1)) ?? (await writeRange(buf, b, b, 1));
+          if (e === undefined) t.copied++;
+          else t.fail(b, e);
+        }
+      }
+    };
+
     const worker = async (): Promise<void> => {
       let buf = new Uint8Array(0);
       for (;;) {
         if (fatal) return;
-        let next: IteratorResult<[number, number]>;
+        let next: IteratorResult<CopyWindow>;
         try {
-          next = runs.next();
+          next = windows.next();
         } catch (e) {
           // The index could not be read again: stop starting copies, let the others finish.
           fatal = { error: e };
           return;
         }
         if (next.done) return;
-        const [first, count] = next.value;
-        if (buf.length < count * COW_BLOCK_SIZE) buf = new Uint8Array(count === 1 ? COW_BLOCK_SIZE : maxIo);
-        const err = await copyRange(buf, first, count);
-        if (err === undefined) t.copied += count;
-        else if (count === 1) t.fail(first, err);
-        else {
-          for (let b = first; b < first + count; b++) {
-            const e = await copyRange(buf, b, 1);
-            if (e === undefined) t.copied++;
-            else t.fail(b, e);
-          }
-        }
-        t.runDone(count);
+        const w = next.value;
+        if (buf.length < w.count * COW_BLOCK_SIZE) buf = new Uint8Array(w.count === 1 ? COW_BLOCK_SIZE : maxIo);
+        await copyWindow(buf, w);
+        t.runDone(w.parts.reduce((a, [, c]) => a + c, 0));
       }
     };
     await Promise.all(Array.from({ length: parallel }, worker));

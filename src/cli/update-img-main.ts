@@ -11,7 +11,7 @@ import type { Backend } from '../driver/types.js';
 import { BackendChoiceError, backendName, createBackend } from './backend-select.js';
 import { formatBytes } from './info-format.js';
 import { ProgressBar } from './progress.js';
-import { DEFAULT_PARALLEL, nodeAsyncIo, updateImgAsync, UpdateImgError, type AsyncDataIo, type UpdateImgResult } from './update-img-core.js';
+import { DEFAULT_MERGE_GAP, DEFAULT_PARALLEL, nodeAsyncIo, updateImgAsync, UpdateImgError, type AsyncDataIo, type UpdateImgResult } from './update-img-core.js';
 import { TOOLS_VERSION } from './version.js';
 
 // The copies in flight run on libuv's thread pool (4 threads by default). Its
@@ -50,7 +50,8 @@ Checks before writing anything: the snapshot is a /dev/datto<N> device in active
 state; the COW file has the right magic, is cleanly closed and index-only, has the same uuid
 as the snapshot and the seqid just before it; the image is at least as large as the snapshot.
 Runs of adjacent changed blocks are copied with I/Os of up to --max-io bytes, with up to
---parallel copies in flight.
+--parallel copies in flight; unchanged gaps of up to --merge-gap bytes between them are read
+over (one larger read instead of several small ones), but only changed blocks are written.
 
 Exit status:
   0  every changed block was copied
@@ -70,6 +71,13 @@ function parseParallel(v: string): number {
   if (!/^[0-9]+$/.test(v)) throw new InvalidArgumentError(`--parallel must be a decimal number, got "${v}"`);
   const n = Number(v);
   if (n < 1 || n > 256) throw new InvalidArgumentError('--parallel must be between 1 and 256');
+  return n;
+}
+
+function parseMergeGap(v: string): number {
+  if (!/^[0-9]+$/.test(v)) throw new InvalidArgumentError(`--merge-gap must be a decimal number of bytes, got "${v}"`);
+  const n = Number(v);
+  if (n % 4096 !== 0 || n > 64 * 1048576) throw new InvalidArgumentError('--merge-gap must be a multiple of 4096 between 0 and 67108864');
   return n;
 }
 
@@ -105,12 +113,13 @@ export async function main(argv: string[], opts: UpdateImgMainOptions = {}): Pro
     .option('--no-progress', 'no progress bar (it is only drawn when stderr is a terminal)')
     .addOption(new Option('--max-io <bytes>', 'largest single I/O').argParser(parseMaxIo).default(1048576, '1 MiB'))
     .addOption(new Option('--parallel <n>', 'copies in flight at once').argParser(parseParallel).default(DEFAULT_PARALLEL))
+    .addOption(new Option('--merge-gap <bytes>', 'read over unchanged gaps up to this size (0: never)').argParser(parseMergeGap).default(DEFAULT_MERGE_GAP, '128 KiB'))
     .addOption(new Option('--backend <name>').choices(['kernel', 'emulator']).hideHelp())
     .exitOverride()
     .configureOutput({ writeOut: (s) => (outBuf += s), writeErr: (s) => (errBuf += s) })
     .showHelpAfterError("(run 'update-img --help' for usage)")
     .addHelpText('after', HELP_AFTER)
-    .action(async (snapshot: string, cow: string, image: string, o: { progress: boolean; maxIo: number; parallel: number; backend?: string }) => {
+    .action(async (snapshot: string, cow: string, image: string, o: { progress: boolean; maxIo: number; parallel: number; mergeGap: number; backend?: string }) => {
       const backend = opts.backend ?? (await createBackend(backendName(o.backend, env)));
       const dataIo = opts.dataIo ?? (!opts.backend && backend.name === 'kernel' ? nodeAsyncIo() : undefined);
       const bar = tty && o.progress && !json ? new ProgressBar(stderr) : undefined;
@@ -121,6 +130,7 @@ export async function main(argv: string[], opts: UpdateImgMainOptions = {}): Pro
         image,
         maxIoBytes: o.maxIo,
         parallel: o.parallel,
+        mergeGapBytes: o.mergeGap,
         ...(dataIo ? { dataIo } : {}),
         onValidated: (v) => {
           if (!json) stdout(`snapshot is ${v.snapshotBlocks} blocks large\ncopying blocks\n`);
@@ -184,6 +194,7 @@ export async function main(argv: string[], opts: UpdateImgMainOptions = {}): Pro
       errorBlocks: r.errorBlocks,
       failures: r.failures,
       bytesCopied: r.bytesCopied,
+      bytesRead: r.bytesRead,
       ios: r.ios,
       seconds: r.seconds,
       cowSeqid: r.header.seqid,

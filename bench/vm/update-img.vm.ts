@@ -1,0 +1,239 @@
+// SPDX-License-Identifier: GPL-2.0-only
+// update-img against dd in the guest, on the real module (issue 5): the
+// engine the CLI runs (updateImgAsync over node:fs, copies in flight on the
+// libuv thread pool) brings an image up to date from /dev/datto0 with 1 %,
+// 10 % and 50 % of the blocks marked changed, scattered (single blocks at
+// random) and clustered (runs of 256 blocks = 1 MiB); dd copies the same
+// number of bytes from /dev/datto0 into the same image with 1 MiB blocks.
+// Both fsync the image; the page cache is dropped before every run; the
+// order alternates between repetitions. Figure: throughput ratio
+// (dd seconds / update-img seconds), so ≥ 0.9 meets the goal.
+//
+// Layout: a 128 MiB volume file on the untracked bench disk (vdb) behind a
+// loop device with direct I/O (so reads of the snapshot reach the virtual
+// disk), ext4 on it, a snapshot with a COW file inside; after
+// transition-to-incremental and transition-to-snapshot the first COW file is
+// a closed index-only file with seqid 1 against /dev/datto0 with seqid 2.
+// Its index is then rewritten with the chosen changed blocks. The image is a
+// prefilled file on the other disk (vda).
+import { closeSync, fsyncSync, openSync, writeSync } from 'node:fs';
+import type { VmContext } from '../../test/vm/guest/api.js';
+import { COW_BLOCK_SIZE, COW_HEADER_SIZE, MIB } from '../../src/abi/constants.js';
+import { nodeIo } from '../../src/driver/node-file.js';
+import type { Backend, DeviceInfo, DriverControl } from '../../src/driver/types.js';
+import { DEFAULT_MERGE_GAP, DEFAULT_PARALLEL, nodeAsyncIo, updateImgAsync } from '../../src/cli/update-img-core.js';
+import { ensureBenchDisks } from '../guest/bench-fs.js';
+import { params } from '../guest/params.js';
+import { Recorder } from '../guest/record.js';
+
+// As the update-img CLI does (src/cli/update-img-main.ts): size libuv's thread
+// pool before it starts, so the copies in flight really run in parallel. Test
+// modules are evaluated before the guest runner does any asynchronous I/O.
+process.env['UV_THREADPOOL_SIZE'] ??= String(DEFAULT_PARALLEL);
+
+const MINOR = 0;
+const VOLUME_MIB = 128;
+/** after this many seconds of measuring, each remaining figure gets one repetition only */
+const BUDGET_S = 90;
+const CLUSTER_BLOCKS = 256;
+
+function rng(seed: number): () => number {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    return x / 2 ** 32;
+  };
+}
+
+/** Index of the chosen changed blocks: u64 1 for changed, 0 otherwise. */
+function changedIndex(blocks: number, percent: number, pattern: 'scattered' | 'clustered', seed: number): { index: Buffer; changed: number } {
+  const r = rng(seed);
+  const index = Buffer.alloc(blocks * 8);
+  const target = Math.round((blocks * percent) / 100);
+  const run = pattern === 'clustered' ? CLUSTER_BLOCKS : 1;
+  let n = 0;
+  while (n < target) {
+    const start = Math.floor(r() * (blocks - run + 1));
+    for (let b = start; b < start + run && n < target; b++) {
+      if (index[b * 8] === 0) {
+        index[b * 8] = 1;
+        n++;
+      }
+    }
+  }
+  return { index, changed: n };
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const n = s.length;
+  return n % 2 ? (s[(n - 1) / 2] as number) : ((s[n / 2 - 1] as number) + (s[n / 2] as number)) / 2;
+}
+
+/** dd's own elapsed time (excludes its process start, includes conv=fsync). */
+function ddSeconds(stderr: string): number {
+  const m = /copied, ([0-9.e+-]+) s,/.exec(stderr);
+  if (!m) throw new Error(`cannot parse dd's statistics: ${stderr}`);
+  return Number(m[1]);
+}
+
+/** The backend update-img sees: node:fs files and the device's info as the ioctl returned it. */
+function guestBackend(t: VmContext): Backend {
+  const i = t.ioctl.info(MINOR);
+  const info: DeviceInfo = {
+    minor: i.minor,
+    state: i.state,
+    error: i.error,
+    cacheSize: i.cache_size,
+    fallocSize: i.falloc_size,
+    seqid: i.seqid,
+    uuid: i.uuid.replace(/-/g, '').toLowerCase(),
+    cow: i.cow,
+    bdev: i.bdev,
+    version: i.version,
+    nrChangedBlocks: i.nr_changed_blocks,
+  };
+  const refuse = (): never => {
+    throw new Error('not used by update-img');
+  };
+  const ctl: DriverControl = {
+    setupSnapshot: refuse,
+    reloadSnapshot: refuse,
+    reloadIncremental: refuse,
+    destroy: refuse,
+    transitionToIncremental: refuse,
+    transitionToSnapshot: refuse,
+    reconfigure: refuse,
+    getFreeMinor: refuse,
+    expandCowFile: refuse,
+    reconfigureAutoExpand: refuse,
+    procInfo: refuse,
+    info: (m) => {
+      if (m !== MINOR) throw new Error(`unexpected minor ${m}`);
+      return info;
+    },
+  };
+  return { name: 'kernel', ctl, io: nodeIo() };
+}
+
+export async function updateImgVsDd(t: VmContext): Promise<void> {
+  const p = params(t);
+  const rec = new Recorder(t);
+  if (!t.config.moduleKo) {
+    rec.notMeasured('uimg.scattered.1', `dattobd.ko did not build: ${t.config.moduleError ?? 'unknown'}`);
+    return;
+  }
+  const { traced, raw } = ensureBenchDisks(t);
+  const backing = `${(raw ?? traced).mnt}/uimg-volume.raw`;
+  const image = `${traced.mnt}/uimg-image.raw`;
+  const t0 = Date.now();
+  t.sh(
+    `dd if=/dev/zero of=${backing} bs=4M count=${VOLUME_MIB / 4} oflag=direct conv=fsync status=none && ` +
+      `dd if=/dev/zero of=${image} bs=4M count=${VOLUME_MIB / 4} oflag=direct conv=fsync status=none`,
+    { timeoutMs: 300_000 },
+  );
+  t.loadModule();
+  t.modprobe('loop');
+  const vol = t.sh(`losetup --direct-io=on -f --show ${backing}`).stdout.trim();
+  try {
+    // nodiscard: a discard would punch holes in the backing file, and holes read back for free
+    t.mkfs('ext4', vol, ['-E', 'nodiscard,lazy_itable_init=0,lazy_journal_init=0']);
+    const mnt = t.mount(vol, { options: 'noatime' });
+    const cow = `${mnt}/.datto`;
+    t.ioctl.setup(MINOR, vol, cow, 32);
+    t.ioctl.transitionInc(MINOR);
+    t.ioctl.transitionSnap(MINOR, `${mnt}/.datto2`, 32);
+    const backend = guestBackend(t);
+    const dataIo = nodeAsyncIo();
+    const blocks = (VOLUME_MIB * MIB) / COW_BLOCK_SIZE;
+    t.log(`update-img bench layout ready in ${Date.now() - t0} ms: ${vol} (${backing}), image ${image}, libuv pool ${process.env['UV_THREADPOOL_SIZE'] ?? 'default 4'}`);
+    rec.sample({
+      metric: 'uimg.method',
+      side: 'note',
+      rep: 0,
+      value: 0,
+      unit: '',
+      note:
+        `${VOLUME_MIB} MiB ext4 volume on a direct-I/O loop device over a file on vdb, image file on vda; ` +
+        `update-img = updateImgAsync in the bench process with the CLI's defaults (${DEFAULT_PARALLEL} copies in flight, libuv pool ${process.env['UV_THREADPOOL_SIZE'] ?? 4}, gaps up to ${DEFAULT_MERGE_GAP / 1024} KiB read over), wall time incl. validation and fsync; ` +
+        'dd = dd if=/dev/datto0 bs=1M of the same byte count, conv=notrunc,fsync, its own elapsed time; page cache dropped before every run',
+    });
+
+    const reps = Math.max(3, Math.min(p.reps, 5));
+    const m0 = Date.now();
+    for (const pattern of ['scattered', 'clustered'] as const) {
+      for (const percent of [1, 10, 50]) {
+        const metric = `uimg.${pattern}.${percent}`;
+        const { index, changed } = changedIndex(blocks, percent, pattern, percent * 7 + (pattern === 'clustered' ? 1 : 0));
+        const fd = openSync(cow, 'r+');
+        try {
+          writeSync(fd, index, 0, index.length, COW_HEADER_SIZE);
+          fsyncSync(fd);
+        } finally {
+          closeSync(fd);
+        }
+        const ratios: number[] = [];
+        for (let rep = 0; rep < reps && (rep === 0 || Date.now() - m0 < BUDGET_S * 1000); rep++) {
+          let uiSeconds = 0;
+          let bytes = 0;
+          let ios = 0;
+          let bytesRead = 0;
+          let dd = 0;
+          const runUpdateImg = async (): Promise<void> => {
+            t.sh('sync; echo 3 > /proc/sys/vm/drop_caches');
+            const u0 = performance.now();
+            const r = await updateImgAsync(backend, { snapshot: '/dev/datto0', cow, image, dataIo });
+            uiSeconds = (performance.now() - u0) / 1000;
+            if (r.errorBlocks !== 0 || r.copiedBlocks !== changed) throw new Error(`update-img copied ${r.copiedBlocks} of ${changed} blocks, ${r.errorBlocks} errors: ${JSON.stringify(r.failures)}`);
+            bytes = r.bytesCopied;
+            ios = r.ios;
+            bytesRead = r.bytesRead;
+          };
+          const runDd = (): void => {
+            t.sh('sync; echo 3 > /proc/sys/vm/drop_caches');
+            const d = t.run(['dd', 'if=/dev/datto0', `of=${image}`, 'bs=1M', `count=${changed * COW_BLOCK_SIZE}`, 'iflag=count_bytes', 'conv=notrunc,fsync']);
+            dd = ddSeconds(d.stderr);
+          };
+          if (rep % 2 === 0) {
+            await runUpdateImg();
+            runDd();
+          } else {
+            runDd();
+            await runUpdateImg();
+          }
+          const ratio = dd / uiSeconds;
+          ratios.push(ratio);
+          rec.sample({
+            metric,
+            side: 'value',
+            rep,
+            value: Number(ratio.toFixed(3)),
+            unit: '× dd',
+            extra: {
+              changedBlocks: changed,
+              bytes,
+              ios,
+              bytesRead,
+              updateImgSeconds: Number(uiSeconds.toFixed(4)),
+              ddSeconds: dd,
+              updateImgMiBps: Number((bytes / MIB / uiSeconds).toFixed(1)),
+              ddMiBps: Number((bytes / MIB / dd).toFixed(1)),
+            },
+          });
+        }
+        t.log(`${metric}: ratio median ${median(ratios).toFixed(2)} (min ${Math.min(...ratios).toFixed(2)}, max ${Math.max(...ratios).toFixed(2)})`);
+      }
+    }
+  } finally {
+    try {
+      t.ioctl.destroy(MINOR);
+    } catch {
+      // already gone; the runner's cleanup destroys leftovers too
+    }
+    t.sh(`umount ${vol} 2>/dev/null; losetup -d ${vol}; rm -f ${backing} ${image}`, { allowFail: true });
+  }
+}
