@@ -190,6 +190,8 @@ void dbd_inc_stop(struct dbd_inc *inc);	/* drains */
 void dbd_inc_free(struct dbd_inc *inc);
 void dbd_inc_write(struct dbd_trace *t, struct bio *bio);
 void dbd_inc_wake(struct dbd_inc *inc);
+/* put what is recorded into the index now; -EAGAIN while dormant */
+int dbd_inc_flush(struct dbd_inc *inc);
 
 /* hooks.c: mount / umount detection */
 int dbd_hooks_init(void);

@@ -1,118 +1,187 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
- * Incremental mode: writes pass at once; the hook records the touched
- * block ranges and the device's thread marks them changed (index entry
- * 1) in the COW file.  The COW file's own writes (its index) are recorded
- * too: the next incremental image must match the next snapshot in every
- * block, the old COW file's included.
+ * Incremental mode: writes pass at once; the hook sets the touched blocks
+ * in a per-device bitmap (no allocation, at most one wake-up per drain
+ * pass) and the device's thread folds the set bits, run by run, into the
+ * COW file's index (entry 1).  The COW file's own writes (its index) are
+ * recorded too: the next incremental image must match the next snapshot
+ * in every block, the old COW file's included.
  * Discards, secure erases and write-zeroes are recorded like writes.
+ *
+ * A bit is cleared only once its run is in the index.  While the device
+ * is dormant (COW file closed) the bits stay set in memory and are drained
+ * when the file is open again; stopping the engine drains them all.
  */
 #include <linux/kthread.h>
 #include <linux/slab.h>
+#include <linux/mm.h>
+#include <linux/bitmap.h>
+#include <linux/sizes.h>
 #include <linux/sched/mm.h>
 #include "dbd.h"
 
-struct dbd_range {
-	struct list_head list;
-	u64 first;
-	u64 last;
-};
+/* the thread lets writes gather this long after a wake-up */
+#define DBD_INC_DELAY_MS 10
+/* longest run handed to the index at once (cow->lock hold time) */
+#define DBD_INC_MAX_RUN (16 * DBD_SECTION_ENTRIES)
 
 struct dbd_inc {
 	struct dbd_dev *dev;
 	struct dbd_cow *cow;
-	spinlock_t lock;
-	struct list_head ranges;
+	spinlock_t lock;	/* bitmap, kicked */
+	unsigned long *bitmap;	/* changed blocks not yet in the index */
+	unsigned long nbits;
+	bool kicked;		/* bits were set since the thread last looked */
+	struct mutex drain_lock;	/* one drain pass at a time */
 	wait_queue_head_t wq;
 	struct task_struct *task;
 	bool stop;
 };
 
+/* bitmap_set/clear take unsigned int lengths: go in chunks */
+static void inc_bits(unsigned long *map, unsigned long first,
+		     unsigned long last, bool set)
+{
+	while (first <= last) {
+		unsigned long n = min_t(unsigned long, last - first + 1, SZ_1G);
+		unsigned long *w = map + BIT_WORD(first);
+		unsigned int off = first % BITS_PER_LONG;
+
+		if (set)
+			bitmap_set(w, off, n);
+		else
+			bitmap_clear(w, off, n);
+		first += n;
+	}
+}
+
 void dbd_inc_write(struct dbd_trace *t, struct bio *bio)
 {
 	struct dbd_inc *inc = t->inc;
-	sector_t start = bio->bi_iter.bi_sector;
-	sector_t nr = bio_sectors(bio);
-	struct dbd_range *r, *tail;
+	unsigned long flags;
 	u64 first, last;
+	bool wake;
 
-	if (bio_flagged(bio, BIO_REMAPPED))
-		start -= t->sect_off;
-	if (start >= t->size)
+	/* (also rebases whole-disk bios: see dbd_trace_range in tracer.c) */
+	if (!dbd_trace_range(t, bio, &first, &last) || first >= inc->nbits)
 		return;
-	if (nr > t->size - start)
-		nr = t->size - start;
-	if (dbd_block_range(start, nr, &first, &last))
-		return;
+	if (last >= inc->nbits)
+		last = inc->nbits - 1;
 
-	spin_lock(&inc->lock);
-	tail = list_empty(&inc->ranges) ? NULL :
-	       list_last_entry(&inc->ranges, struct dbd_range, list);
-	if (tail && first <= tail->last + 1 && last + 1 >= tail->first) {
-		tail->first = min(tail->first, first);
-		tail->last = max(tail->last, last);
-		spin_unlock(&inc->lock);
-		return;
+	spin_lock_irqsave(&inc->lock, flags);
+	inc_bits(inc->bitmap, first, last, true);
+	wake = !inc->kicked;
+	inc->kicked = true;
+	spin_unlock_irqrestore(&inc->lock, flags);
+	if (wake)
+		wake_up(&inc->wq);
+}
+
+/*
+ * One pass over the bitmap: every run of set bits goes into the index.
+ * -EAGAIN: the COW file is closed (dormant); the bits of the run that
+ * could not be marked are set again.  Other errors fail the device.
+ */
+static int inc_drain(struct dbd_inc *inc)
+{
+	unsigned long first = 0, last;
+	int ret = 0;
+
+	mutex_lock(&inc->drain_lock);
+	for (;;) {
+		spin_lock_irq(&inc->lock);
+		first = find_next_bit(inc->bitmap, inc->nbits, first);
+		if (first >= inc->nbits) {
+			spin_unlock_irq(&inc->lock);
+			break;
+		}
+		last = find_next_zero_bit(inc->bitmap, inc->nbits, first) - 1;
+		if (last - first >= DBD_INC_MAX_RUN)
+			last = first + DBD_INC_MAX_RUN - 1;
+		inc_bits(inc->bitmap, first, last, false);
+		spin_unlock_irq(&inc->lock);
+
+		ret = dbd_cow_mark_changed(inc->cow, first, last);
+		if (ret) {
+			spin_lock_irq(&inc->lock);
+			inc_bits(inc->bitmap, first, last, true);
+			spin_unlock_irq(&inc->lock);
+			break;
+		}
+		first = last + 1;
+		cond_resched();
 	}
-	spin_unlock(&inc->lock);
+	mutex_unlock(&inc->drain_lock);
+	return ret;
+}
 
-	r = kmalloc(sizeof(*r), (bio->bi_opf & REQ_NOWAIT) ?
-		    GFP_NOWAIT | __GFP_NOWARN : GFP_NOIO);
-	if (!r) {
-		dbd_dev_fail(t->dev, -ENOMEM);
-		return;
-	}
-	r->first = first;
-	r->last = last;
-	spin_lock(&inc->lock);
-	list_add_tail(&r->list, &inc->ranges);
-	spin_unlock(&inc->lock);
-	wake_up(&inc->wq);
+static bool inc_empty(struct dbd_inc *inc)
+{
+	bool empty;
+
+	spin_lock_irq(&inc->lock);
+	empty = find_first_bit(inc->bitmap, inc->nbits) >= inc->nbits;
+	spin_unlock_irq(&inc->lock);
+	return empty;
+}
+
+/* a failed device records nothing more: drop what is pending */
+static void inc_drop_all(struct dbd_inc *inc)
+{
+	spin_lock_irq(&inc->lock);
+	bitmap_zero(inc->bitmap, inc->nbits);
+	inc->kicked = false;
+	spin_unlock_irq(&inc->lock);
 }
 
 static int inc_thread(void *data)
 {
 	struct dbd_inc *inc = data;
-	struct dbd_range *r;
 	unsigned int noio = memalloc_noio_save();
 	bool discarded = false;
 	int ret;
 
 	for (;;) {
-		/* while dormant (COW file closed) ranges wait in memory */
-		wait_event_idle(inc->wq, (!list_empty(&inc->ranges) &&
-					  (READ_ONCE(inc->cow->filp) ||
-					   dbd_dev_failed(inc->dev))) ||
-			   READ_ONCE(inc->stop) ||
-			   (dbd_dev_failed(inc->dev) && !discarded));
-		if (dbd_dev_failed(inc->dev) && !discarded) {
-			dbd_cow_discard(inc->cow);
-			discarded = true;
-		}
-		spin_lock(&inc->lock);
-		r = list_first_entry_or_null(&inc->ranges, struct dbd_range,
-					     list);
-		if (r)
-			list_del(&r->list);
-		spin_unlock(&inc->lock);
-		if (!r) {
+		wait_event_idle(inc->wq, READ_ONCE(inc->kicked) ||
+				READ_ONCE(inc->stop) ||
+				(dbd_dev_failed(inc->dev) && !discarded));
+		if (dbd_dev_failed(inc->dev)) {
+			if (!discarded) {
+				dbd_cow_discard(inc->cow);
+				discarded = true;
+			}
+			inc_drop_all(inc);
 			if (READ_ONCE(inc->stop))
 				break;
 			continue;
 		}
-		if (!dbd_dev_failed(inc->dev)) {
-			ret = dbd_cow_mark_changed(inc->cow, r->first,
-						   r->last);
-			if (ret == -EAGAIN && !READ_ONCE(inc->stop)) {
-				spin_lock(&inc->lock);
-				list_add(&r->list, &inc->ranges);
-				spin_unlock(&inc->lock);
-				continue;
-			}
-			if (ret && ret != -EAGAIN)
-				dbd_dev_fail(inc->dev, ret);
+		/* let more writes gather; stop or failure end the wait */
+		if (!READ_ONCE(inc->stop))
+			wait_event_idle_timeout(inc->wq, READ_ONCE(inc->stop) ||
+						dbd_dev_failed(inc->dev),
+						msecs_to_jiffies(DBD_INC_DELAY_MS));
+		spin_lock_irq(&inc->lock);
+		inc->kicked = false;
+		spin_unlock_irq(&inc->lock);
+
+		ret = inc_drain(inc);
+		if (ret == -EAGAIN) {
+			/* dormant: the bits wait in memory for the file */
+			if (READ_ONCE(inc->stop))
+				break;
+			wait_event_idle(inc->wq, READ_ONCE(inc->cow->filp) ||
+					READ_ONCE(inc->stop) ||
+					dbd_dev_failed(inc->dev));
+			WRITE_ONCE(inc->kicked, true);
+			continue;
 		}
-		kfree(r);
+		if (ret) {
+			dbd_dev_fail(inc->dev, ret);
+			continue;
+		}
+		/* the last pass may have recorded the index's own writes */
+		if (READ_ONCE(inc->stop) && inc_empty(inc))
+			break;
 	}
 	memalloc_noio_restore(noio);
 	return 0;
@@ -121,18 +190,30 @@ static int inc_thread(void *data)
 struct dbd_inc *dbd_inc_create(struct dbd_dev *dev, struct dbd_cow *cow)
 {
 	struct dbd_inc *inc = kzalloc(sizeof(*inc), GFP_KERNEL);
+	unsigned int noio;
+	int ret;
 
 	if (!inc)
 		return ERR_PTR(-ENOMEM);
 	inc->dev = dev;
 	inc->cow = cow;
+	inc->nbits = DIV_ROUND_UP_ULL(dev->size, DBD_SECTORS_PER_BLOCK);
+	/* may run while the filesystem is frozen: no I/O for reclaim */
+	noio = memalloc_noio_save();
+	inc->bitmap = kvcalloc(BITS_TO_LONGS(max(inc->nbits, 1UL)),
+			       sizeof(unsigned long), GFP_KERNEL);
+	memalloc_noio_restore(noio);
+	if (!inc->bitmap) {
+		kfree(inc);
+		return ERR_PTR(-ENOMEM);
+	}
 	spin_lock_init(&inc->lock);
-	INIT_LIST_HEAD(&inc->ranges);
+	mutex_init(&inc->drain_lock);
 	init_waitqueue_head(&inc->wq);
 	inc->task = kthread_run(inc_thread, inc, "datto_inc%u", dev->minor);
 	if (IS_ERR(inc->task)) {
-		int ret = PTR_ERR(inc->task);
-
+		ret = PTR_ERR(inc->task);
+		kvfree(inc->bitmap);
 		kfree(inc);
 		return ERR_PTR(ret);
 	}
@@ -146,7 +227,24 @@ void dbd_inc_wake(struct dbd_inc *inc)
 	wake_up_all(&inc->wq);
 }
 
-/* drain the recorded ranges into the index; tracing must be removed */
+/*
+ * Put every block recorded so far into the index now (e.g. before the COW
+ * file is suspended).  Returns -EAGAIN while dormant, 0 or the error that
+ * failed the device.
+ */
+int dbd_inc_flush(struct dbd_inc *inc)
+{
+	int ret;
+
+	if (dbd_dev_failed(inc->dev))
+		return dbd_dev_failed(inc->dev);
+	ret = inc_drain(inc);
+	if (ret && ret != -EAGAIN)
+		dbd_dev_fail(inc->dev, ret);
+	return ret;
+}
+
+/* drain the recorded blocks into the index; tracing must be removed */
 void dbd_inc_stop(struct dbd_inc *inc)
 {
 	if (!inc->task)
@@ -161,5 +259,6 @@ void dbd_inc_stop(struct dbd_inc *inc)
 void dbd_inc_free(struct dbd_inc *inc)
 {
 	dbd_inc_stop(inc);
+	kvfree(inc->bitmap);
 	kfree(inc);
 }
