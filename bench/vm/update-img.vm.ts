@@ -215,6 +215,8 @@ export async function updateImgVsDd(t: VmContext): Promise<void> {
                 ios: r.ios,
                 bytesRead: r.bytesRead,
                 updateImgSeconds: Number(seconds.toFixed(4)),
+                // the copy alone (after validation, up to and including the fsync)
+                copySeconds: Number(r.seconds.toFixed(4)),
                 ddSeconds: dd,
                 updateImgMiBps: Number((r.bytesCopied / MIB / seconds).toFixed(1)),
                 ddMiBps: Number((r.bytesCopied / MIB / dd).toFixed(1)),
