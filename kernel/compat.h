@@ -10,6 +10,7 @@
 
 #include <linux/blkdev.h>
 #include <linux/fs.h>
+#include <linux/uio.h>
 
 #ifndef DBD_NEW_BLOCK_API
 #error "DBD_NEW_BLOCK_API must be set by Kbuild"
@@ -40,5 +41,14 @@ int dbd_vfs_unlink(struct inode *dir, struct dentry *dentry);
 int dbd_notify_change(struct file *filp, struct iattr *attr);
 
 struct gendisk *dbd_alloc_disk(struct block_device *base);
+
+/* iov_iter direction of a write source (ITER_SOURCE since 6.2) */
+#ifdef ITER_SOURCE
+#define DBD_ITER_SOURCE ITER_SOURCE
+#define DBD_ITER_DEST ITER_DEST
+#else
+#define DBD_ITER_SOURCE WRITE
+#define DBD_ITER_DEST READ
+#endif
 
 #endif /* DBD_COMPAT_H */

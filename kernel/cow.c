@@ -20,6 +20,8 @@
 #include <linux/namei.h>
 #include <linux/falloc.h>
 #include <linux/workqueue.h>
+#include <linux/uio.h>
+#include <linux/bvec.h>
 #include "dbd.h"
 
 static int cow_write_section(struct dbd_cow *cow, u64 s);
@@ -146,7 +148,12 @@ static struct dbd_cow *cow_alloc(sector_t size_sectors,
 	dbd_geometry_init(&cow->geo, size_sectors);
 	cow->sects = kvcalloc(cow->geo.mem_sects, sizeof(*cow->sects),
 			      GFP_KERNEL);
-	if (!cow->sects) {
+	cow->wvec = kcalloc(DBD_COW_BATCH, sizeof(*cow->wvec), GFP_KERNEL);
+	cow->wblk = kcalloc(DBD_COW_BATCH, sizeof(*cow->wblk), GFP_KERNEL);
+	if (!cow->sects || !cow->wvec || !cow->wblk) {
+		kvfree(cow->sects);
+		kfree(cow->wvec);
+		kfree(cow->wblk);
 		kfree(cow);
 		return NULL;
 	}
@@ -162,6 +169,8 @@ static void cow_free_sections(struct dbd_cow *cow)
 	for (s = 0; s < cow->geo.mem_sects; s++)
 		kvfree(cow->sects[s].map);
 	kvfree(cow->sects);
+	kfree(cow->wvec);
+	kfree(cow->wblk);
 }
 
 struct dbd_cow *dbd_cow_create(const char *path, sector_t size_sectors,
@@ -524,45 +533,94 @@ static void cow_set_entry(struct dbd_cow *cow, u64 *map, u64 block, u64 val)
 	cow->sects[block / DBD_SECTION_ENTRIES].dirty = true;
 }
 
-/*
- * Save the original contents of a block (SPEC 2.5): nothing to do if the
- * entry is already set, else append at fpos (growing the file with
- * auto-expand when configured) and point the entry at it.
- */
-int dbd_cow_save_block(struct dbd_cow *cow, u64 block, struct page *page,
-		       struct dbd_dev *dev)
+/* append the pages in cow->wvec[0..n) at file block blk with one write */
+static int cow_write_run(struct dbd_cow *cow, unsigned int n, u64 blk)
 {
-	u64 *map, blk;
-	void *data;
-	int ret;
+	struct iov_iter iter;
+	loff_t pos = blk * DBD_BLOCK_SIZE;
+	ssize_t ret;
+
+	if (!cow->filp)
+		return -EAGAIN;
+	iov_iter_bvec(&iter, DBD_ITER_SOURCE, cow->wvec, n,
+		      n * DBD_BLOCK_SIZE);
+	cow_unprotect(cow);
+	file_start_write(cow->filp);
+	ret = vfs_iter_write(cow->filp, &iter, &pos, 0);
+	file_end_write(cow->filp);
+	cow_protect(cow);
+	if (ret < 0)
+		return (int)ret;
+	return ret == n * DBD_BLOCK_SIZE ? 0 : -EIO;
+}
+
+/*
+ * Save the original contents of blocks (SPEC 2.5), in the order given:
+ * nothing to do for a block whose entry is set already, else append at
+ * fpos (growing the file with auto-expand when configured) and point the
+ * entry at it.  Consecutive appends (up to DBD_COW_BATCH) are written
+ * with one call.  On error, the blocks saved before it keep their entries.
+ */
+int dbd_cow_save_blocks(struct dbd_cow *cow, const u64 *blocks,
+			struct page **pages, unsigned int n,
+			struct dbd_dev *dev)
+{
+	unsigned int i = 0, j, len;
+	u64 first_blk = 0, blk, *map;
+	int err = 0, ret;
 
 	mutex_lock(&cow->lock);
-	ret = cow->filp ? cow_section(cow, block / DBD_SECTION_ENTRIES, &map) :
-			  -EAGAIN;
-	if (ret || map[block % DBD_SECTION_ENTRIES])
-		goto out;
-	while ((ret = dbd_cow_alloc_block(&cow->hdr.fpos, cow->hdr.fsize,
-					  &blk)) == -EFBIG) {
-		if (!dev || dbd_dev_auto_expand_grow(dev, cow))
+	while (i < n && !err) {
+		/* collect a run of appends (fpos only grows: contiguous) */
+		for (len = 0; i < n && len < DBD_COW_BATCH; i++) {
+			err = cow->filp ? cow_section(cow, blocks[i] /
+						      DBD_SECTION_ENTRIES,
+						      &map) : -EAGAIN;
+			if (err)
+				break;
+			if (map[blocks[i] % DBD_SECTION_ENTRIES])
+				continue;
+			while ((err = dbd_cow_alloc_block(&cow->hdr.fpos,
+							  cow->hdr.fsize,
+							  &blk)) == -EFBIG) {
+				if (!dev || dbd_dev_auto_expand_grow(dev, cow))
+					break;
+			}
+			if (err) {
+				dbd_err("cow file max size exceeded (%llu/%llu): %d",
+					(unsigned long long)cow->hdr.fpos *
+					DBD_BLOCK_SIZE,
+					(unsigned long long)cow->hdr.fsize, err);
+				break;
+			}
+			if (!len)
+				first_blk = blk;
+			cow->wblk[len] = blocks[i];
+			cow->wvec[len].bv_page = pages[i];
+			cow->wvec[len].bv_len = DBD_BLOCK_SIZE;
+			cow->wvec[len++].bv_offset = 0;
+		}
+		if (!len)
+			continue;
+		ret = cow_write_run(cow, len, first_blk);
+		if (ret) {
+			dbd_err("error writing cow data: %d", ret);
+			err = ret;
 			break;
+		}
+		/* entries last: a section may have been evicted meanwhile */
+		for (j = 0; j < len; j++) {
+			ret = cow_section(cow, cow->wblk[j] /
+					  DBD_SECTION_ENTRIES, &map);
+			if (ret) {
+				err = ret;
+				break;
+			}
+			cow_set_entry(cow, map, cow->wblk[j], first_blk + j);
+		}
 	}
-	if (ret) {
-		dbd_err("cow file max size exceeded (%llu/%llu): %d",
-			(unsigned long long)cow->hdr.fpos * DBD_BLOCK_SIZE,
-			(unsigned long long)cow->hdr.fsize, ret);
-		goto out;
-	}
-	data = kmap_local_page(page);
-	ret = cow_kwrite(cow, data, DBD_BLOCK_SIZE, blk * DBD_BLOCK_SIZE);
-	kunmap_local(data);
-	if (ret) {
-		dbd_err("error writing cow data: %d", ret);
-		goto out;
-	}
-	cow_set_entry(cow, map, block, blk);
-out:
 	mutex_unlock(&cow->lock);
-	return ret;
+	return err;
 }
 
 /* set a bit for every block whose index entry is non-zero */
@@ -605,15 +663,35 @@ int dbd_cow_mark_changed(struct dbd_cow *cow, u64 first, u64 last)
 	return ret;
 }
 
-int dbd_cow_read_data(struct dbd_cow *cow, u64 data_blk, void *buf,
-		      unsigned int off, unsigned int len)
+/*
+ * Read n consecutive data blocks starting at data_blk into pages (one
+ * block per page) with one read; beyond the end of the file reads zeros.
+ */
+int dbd_cow_read_blocks(struct dbd_cow *cow, u64 data_blk,
+			struct page **pages, unsigned int n)
 {
-	int ret;
+	struct bio_vec bv[DBD_COW_BATCH];
+	struct iov_iter iter;
+	loff_t pos = data_blk * DBD_BLOCK_SIZE;
+	unsigned int i;
+	ssize_t ret;
 
+	if (n > DBD_COW_BATCH)
+		return -EINVAL;
+	for (i = 0; i < n; i++) {
+		bv[i].bv_page = pages[i];
+		bv[i].bv_len = DBD_BLOCK_SIZE;
+		bv[i].bv_offset = 0;
+	}
+	iov_iter_bvec(&iter, DBD_ITER_DEST, bv, n, n * DBD_BLOCK_SIZE);
 	mutex_lock(&cow->lock);
-	ret = cow_kread(cow, buf, len, data_blk * DBD_BLOCK_SIZE + off);
+	ret = cow->filp ? vfs_iter_read(cow->filp, &iter, &pos, 0) : -EAGAIN;
 	mutex_unlock(&cow->lock);
-	return ret;
+	if (ret < 0)
+		return (int)ret;
+	/* short read: past the end of the file (sparse tail) */
+	iov_iter_zero(iov_iter_count(&iter), &iter);
+	return 0;
 }
 
 /* caller holds cow->lock */
@@ -637,7 +715,7 @@ int dbd_cow_expand(struct dbd_cow *cow, u64 bytes)
 	return ret;
 }
 
-/* auto-expand step; called from dbd_cow_save_block with cow->lock held */
+/* auto-expand step; called from dbd_cow_save_blocks with cow->lock held */
 int dbd_dev_auto_expand_grow(struct dbd_dev *dev, struct dbd_cow *cow)
 {
 	struct kstatfs st;

@@ -62,7 +62,12 @@ struct dbd_cow {
 	u64 falloc_mib;		/* remembered fallocated size */
 	bool index_only;
 	bool unlinked;
+	/* data appends (under lock): DBD_COW_BATCH entries each */
+	struct bio_vec *wvec;
+	u64 *wblk;
 };
+
+#define DBD_COW_BATCH 64	/* pages per COW data write */
 
 struct dbd_cow *dbd_cow_create(const char *path, sector_t size_sectors,
 			       u64 falloc_mib, u64 seqid, const u8 *uuid,
@@ -78,11 +83,12 @@ int dbd_cow_check_same_fs(struct dbd_cow *cow, struct super_block *sb);
 int dbd_cow_rel_path(struct dbd_cow *cow, char **out);
 void dbd_cow_set_cache(struct dbd_cow *cow, unsigned long cache_bytes);
 int dbd_cow_get(struct dbd_cow *cow, u64 block, u64 *val);
-int dbd_cow_save_block(struct dbd_cow *cow, u64 block, struct page *page,
-		       struct dbd_dev *dev);
+int dbd_cow_save_blocks(struct dbd_cow *cow, const u64 *blocks,
+			struct page **pages, unsigned int n,
+			struct dbd_dev *dev);
 int dbd_cow_mark_changed(struct dbd_cow *cow, u64 first, u64 last);
-int dbd_cow_read_data(struct dbd_cow *cow, u64 data_blk, void *buf,
-		      unsigned int off, unsigned int len);
+int dbd_cow_read_blocks(struct dbd_cow *cow, u64 data_blk,
+			struct page **pages, unsigned int n);
 int dbd_cow_expand(struct dbd_cow *cow, u64 bytes);
 int dbd_cow_truncate_to_index(struct dbd_cow *cow);
 int dbd_cow_sync(struct dbd_cow *cow, bool clean);
@@ -132,6 +138,8 @@ struct dbd_dev {
 	atomic_t refs;		/* opens of /dev/dattoN */
 	/* set while the module freezes the filesystem: no writer throttling */
 	bool freezing;
+	/* dormant by an unmount: check for a writable superblock left */
+	bool umount_check;
 };
 
 static inline unsigned long dbd_dev_cache(const struct dbd_dev *dev)
@@ -170,6 +178,8 @@ int dbd_trace_install(struct dbd_dev *dev, struct dbd_trace *t);
 void dbd_trace_remove(struct dbd_dev *dev);
 struct dbd_trace *dbd_trace_alloc(struct dbd_dev *dev);
 void dbd_trace_free(struct dbd_trace *t);
+bool dbd_trace_range(const struct dbd_trace *t, struct bio *bio, u64 *first,
+		     u64 *last);
 /* called by engines to submit bios they held back */
 void dbd_submit_passthrough(struct bio *bio);
 
@@ -199,9 +209,11 @@ void dbd_hooks_exit(void);
 
 /* dev.c: mount / umount handlers */
 char *dbd_mount_pre_umount(const struct path *path, unsigned long *dormant);
+void dbd_mount_pre_umount_sb(struct super_block *sb, unsigned long *dormant);
 void dbd_mount_post_umount(const char *mnt_path, const unsigned long *dormant,
 			   int ret);
 void dbd_mount_activate_path(const struct path *path, bool new_mount);
+void dbd_dev_exit_checks(void);
 
 /* proc.c */
 int dbd_proc_init(void);

@@ -7,6 +7,7 @@
 #include <linux/namei.h>
 #include <linux/dcache.h>
 #include <linux/err.h>
+#include <linux/workqueue.h>
 #include "dbd.h"
 
 static struct dbd_dev *dbd_devs[DBD_HARD_MAX_DEVICES];
@@ -446,35 +447,27 @@ static void dev_resume(struct dbd_dev *dev, const struct path *root)
 }
 
 /*
- * Before an unmount or remount-ro of a mount: every active device whose
- * COW file is open through that mount goes dormant (index flushed, file
- * closed clean; tracing stays and keeps what it sees in memory).  Returns
- * the mount point's path (for re-activation if the umount fails) or NULL.
+ * Make every active device dormant whose COW file is open through mnt (or,
+ * with mnt NULL, lives on sb): index flushed, file closed clean; tracing
+ * stays and keeps what it sees in memory.
  */
-char *dbd_mount_pre_umount(const struct path *path, unsigned long *dormant)
+static void mount_suspend(const struct vfsmount *mnt,
+			  const struct super_block *sb, unsigned long *dormant)
 {
-	char *buf, *p, *out = NULL;
 	unsigned int i;
 	int ret;
-
-	if (path->dentry != path->mnt->mnt_root)
-		return NULL;
-	buf = kmalloc(PATH_MAX_DATTO, GFP_KERNEL);
-	if (!buf)
-		return NULL;
-	p = d_path(path, buf, PATH_MAX_DATTO);
-	if (!IS_ERR(p))
-		out = kstrdup(p, GFP_KERNEL);
-	kfree(buf);
 
 	mutex_lock(&dbd_ctl_mutex);
 	for (i = 0; i < dbd_max_snap_devices; i++) {
 		struct dbd_dev *dev = dbd_devs[i];
+		struct file *f;
 
 		if (!dev || dbd_dev_failed(dev) ||
 		    (dev->state & (DBD_STATE_UNVERIFIED | DBD_STATE_ACTIVE)) !=
-		    DBD_STATE_ACTIVE || !dev->cow || !dev->cow->filp ||
-		    dev->cow->filp->f_path.mnt != path->mnt)
+		    DBD_STATE_ACTIVE || !dev->cow || !dev->cow->filp)
+			continue;
+		f = dev->cow->filp;
+		if (mnt ? f->f_path.mnt != mnt : file_inode(f)->i_sb != sb)
 			continue;
 		ret = dbd_cow_suspend(dev->cow);
 		if (ret) {
@@ -488,7 +481,78 @@ char *dbd_mount_pre_umount(const struct path *path, unsigned long *dormant)
 		dbd_info("device %u dormant", dev->minor);
 	}
 	mutex_unlock(&dbd_ctl_mutex);
+}
+
+/*
+ * Before an unmount or remount-ro of a mount: the devices whose COW file
+ * is open through that mount go dormant.  Returns the mount point's path
+ * (for re-activation if the umount fails) or NULL.
+ */
+char *dbd_mount_pre_umount(const struct path *path, unsigned long *dormant)
+{
+	char *buf, *p, *out = NULL;
+
+	if (path->dentry != path->mnt->mnt_root)
+		return NULL;
+	buf = kmalloc(PATH_MAX_DATTO, GFP_KERNEL);
+	if (!buf)
+		return NULL;
+	p = d_path(path, buf, PATH_MAX_DATTO);
+	if (!IS_ERR(p))
+		out = kstrdup(p, GFP_KERNEL);
+	kfree(buf);
+	mount_suspend(path->mnt, NULL, dormant);
 	return out;
+}
+
+/* before a remount-ro of a superblock (new mount API) */
+void dbd_mount_pre_umount_sb(struct super_block *sb, unsigned long *dormant)
+{
+	mount_suspend(NULL, sb, dormant);
+}
+
+/*
+ * SPEC 3.2: after a successful unmount of the mount holding the COW file,
+ * a writable superblock of the block device must not remain (a bind mount
+ * or another namespace's copy): the device could not save what is written
+ * through it.  The unmounted mount releases the superblock only when the
+ * unmounting task returns to userspace, so the check runs a moment later.
+ */
+static void dev_umount_check_fn(struct work_struct *work);
+static DECLARE_DELAYED_WORK(dbd_umount_check, dev_umount_check_fn);
+
+static void dev_umount_check_fn(struct work_struct *work)
+{
+	struct super_block *sb;
+	unsigned int i;
+
+	mutex_lock(&dbd_ctl_mutex);
+	for (i = 0; i < dbd_max_snap_devices; i++) {
+		struct dbd_dev *dev = dbd_devs[i];
+
+		if (!dev || !dev->umount_check)
+			continue;
+		dev->umount_check = false;
+		if (dbd_dev_failed(dev) ||
+		    (dev->state & (DBD_STATE_ACTIVE | DBD_STATE_UNVERIFIED)))
+			continue;
+		sb = dbd_bdev_get_super(dev->base.bdev);
+		if (!sb)
+			continue;
+		if (!sb_rdonly(sb)) {
+			dbd_err("device %u still mounted after umounting cow file's file-system",
+				i);
+			dbd_dev_fail(dev, -EIO);
+		}
+		deactivate_super(sb);
+	}
+	mutex_unlock(&dbd_ctl_mutex);
+}
+
+/* module exit, before the devices are destroyed (no dbd_ctl_mutex held) */
+void dbd_dev_exit_checks(void)
+{
+	cancel_delayed_work_sync(&dbd_umount_check);
 }
 
 /* after the unmount: if it failed, the dormant devices come back */
@@ -499,9 +563,21 @@ void dbd_mount_post_umount(const char *mnt_path, const unsigned long *dormant,
 	unsigned int i;
 	bool have_root;
 
-	if (!ret || find_first_bit(dormant, DBD_HARD_MAX_DEVICES) >=
+	if (find_first_bit(dormant, DBD_HARD_MAX_DEVICES) >=
 	    DBD_HARD_MAX_DEVICES)
 		return;
+	if (!ret) {
+		mutex_lock(&dbd_ctl_mutex);
+		for_each_set_bit(i, dormant, DBD_HARD_MAX_DEVICES) {
+			struct dbd_dev *dev = dbd_dev_get(i);
+
+			if (dev)
+				dev->umount_check = true;
+		}
+		mutex_unlock(&dbd_ctl_mutex);
+		schedule_delayed_work(&dbd_umount_check, HZ);
+		return;
+	}
 	have_root = mnt_path && !kern_path(mnt_path, LOOKUP_FOLLOW, &root);
 	mutex_lock(&dbd_ctl_mutex);
 	for_each_set_bit(i, dormant, DBD_HARD_MAX_DEVICES) {

@@ -11,6 +11,12 @@
  *   path_mount           mount(2): new mounts and remounts (ro and rw)
  *   __x64_sys_move_mount the new mount API attaching a mount (fsmount +
  *                        move_mount)
+ *   __x64_sys_fspick     the new mount API picking a mount to reconfigure:
+ *                        its path is remembered (as text, no reference)
+ *   __x64_sys_fsconfig   FSCONFIG_CMD_RECONFIGURE: remount-ro and
+ *                        remount-rw of the superblock with the new API
+ *   __x64_sys_mount_setattr  a mount made writable (util-linux clears
+ *                        the mount's read-only flag after the superblock's)
  *
  * The replacements run with no VFS lock held, so they may take
  * dbd_ctl_mutex and freeze the filesystem.
@@ -23,12 +29,22 @@
 #include <linux/slab.h>
 #include <linux/ptrace.h>
 #include <linux/uaccess.h>
+#include <linux/file.h>
+#include <linux/fs_context.h>
+#include <linux/fs_struct.h>
+#include <linux/dcache.h>
+#include <linux/spinlock.h>
 #include <uapi/linux/mount.h>
 #include <asm/ibt.h>
 #include "dbd.h"
 
 #ifndef MOVE_MOUNT_T_EMPTY_PATH
 #define MOVE_MOUNT_T_EMPTY_PATH 0x00000040
+#endif
+#ifndef FSPICK_SYMLINK_NOFOLLOW
+#define FSPICK_SYMLINK_NOFOLLOW 0x00000002
+#define FSPICK_NO_AUTOMOUNT 0x00000004
+#define FSPICK_EMPTY_PATH 0x00000008
 #endif
 
 struct dbd_hook {
@@ -74,8 +90,12 @@ static int dbd_path_mount(const char *dev_name, struct path *path,
 			  const char *type_page, unsigned long flags,
 			  void *data_page);
 static long dbd_sys_move_mount(const struct pt_regs *regs);
+static long dbd_sys_fspick(const struct pt_regs *regs);
+static long dbd_sys_fsconfig(const struct pt_regs *regs);
+static long dbd_sys_mount_setattr(const struct pt_regs *regs);
 
-enum { H_UMOUNT, H_MOUNT, H_MOVE_MOUNT, H_COUNT };
+enum { H_UMOUNT, H_MOUNT, H_MOVE_MOUNT, H_FSPICK, H_FSCONFIG, H_SETATTR,
+	H_COUNT };
 
 #define DBD_HOOK_FLAGS (FTRACE_OPS_FL_IPMODIFY | FTRACE_OPS_FL_PERMANENT)
 
@@ -84,6 +104,12 @@ static struct dbd_hook dbd_hooks[H_COUNT] = {
 	[H_MOUNT] = { .name = "path_mount", .replacement = dbd_path_mount },
 	[H_MOVE_MOUNT] = { .name = "__x64_sys_move_mount",
 			   .replacement = dbd_sys_move_mount },
+	[H_FSPICK] = { .name = "__x64_sys_fspick",
+		       .replacement = dbd_sys_fspick },
+	[H_FSCONFIG] = { .name = "__x64_sys_fsconfig",
+			 .replacement = dbd_sys_fsconfig },
+	[H_SETATTR] = { .name = "__x64_sys_mount_setattr",
+			.replacement = dbd_sys_mount_setattr },
 };
 
 /* ------------------------------------------------------------ handlers */
@@ -164,6 +190,208 @@ static long dbd_sys_move_mount(const struct pt_regs *regs)
 	return ret;
 }
 
+/*
+ * fspick() hands out a reconfiguration context for a mount; the later
+ * fsconfig(FSCONFIG_CMD_RECONFIGURE) only knows the superblock.  The path
+ * given to fspick is remembered as text, keyed by the context, so that
+ * the reconfiguration can find the mount again (by lookup, and only if it
+ * is still a mount root of that superblock).  No reference is held: a
+ * context that is never used just ages out of the small table.
+ */
+#define DBD_PICKS 8
+
+struct dbd_pick {
+	const void *fc;
+	char *path;
+};
+
+static struct dbd_pick dbd_picks[DBD_PICKS];
+static unsigned int dbd_pick_next;
+static DEFINE_SPINLOCK(dbd_pick_lock);
+
+static bool dbd_is_fscontext(struct file *f)
+{
+	return !strcmp(file_dentry(f)->d_name.name, "[fscontext]");
+}
+
+static void dbd_pick_remember(const void *fc, char *path)
+{
+	char *old;
+
+	spin_lock(&dbd_pick_lock);
+	old = dbd_picks[dbd_pick_next].path;
+	dbd_picks[dbd_pick_next].fc = fc;
+	dbd_picks[dbd_pick_next].path = path;
+	dbd_pick_next = (dbd_pick_next + 1) % DBD_PICKS;
+	spin_unlock(&dbd_pick_lock);
+	kfree(old);
+}
+
+/* the remembered path of a context (caller frees), or NULL */
+static char *dbd_pick_take(const void *fc)
+{
+	char *path = NULL;
+	unsigned int i;
+
+	spin_lock(&dbd_pick_lock);
+	for (i = 0; i < DBD_PICKS; i++) {
+		if (dbd_picks[i].fc == fc && dbd_picks[i].path) {
+			path = dbd_picks[i].path;
+			dbd_picks[i].path = NULL;
+			dbd_picks[i].fc = NULL;
+			break;
+		}
+	}
+	spin_unlock(&dbd_pick_lock);
+	return path;
+}
+
+static void dbd_picks_free(void)
+{
+	unsigned int i;
+
+	for (i = 0; i < DBD_PICKS; i++) {
+		kfree(dbd_picks[i].path);
+		dbd_picks[i].path = NULL;
+	}
+}
+
+static long dbd_sys_fspick(const struct pt_regs *regs)
+{
+	syscall_fn orig = (syscall_fn)dbd_hook_orig(&dbd_hooks[H_FSPICK]);
+	/* fspick(dfd, path, flags) */
+	int dfd = (int)regs->di;
+	const char __user *upath = (const char __user *)regs->si;
+	unsigned int flags = (unsigned int)regs->dx;
+	unsigned int lookup = 0;
+	char *buf, *p, *copy = NULL;
+	struct file *f;
+	struct path path;
+	long fd;
+
+	fd = orig(regs);
+	if (fd < 0)
+		goto out;
+	if (!(flags & FSPICK_SYMLINK_NOFOLLOW))
+		lookup |= LOOKUP_FOLLOW;
+	if (!(flags & FSPICK_NO_AUTOMOUNT))
+		lookup |= LOOKUP_AUTOMOUNT;
+	if (flags & FSPICK_EMPTY_PATH)
+		lookup |= LOOKUP_EMPTY;
+	if (user_path_at(dfd, upath, lookup, &path))
+		goto out;
+	buf = kmalloc(PATH_MAX_DATTO, GFP_KERNEL);
+	if (buf) {
+		p = d_path(&path, buf, PATH_MAX_DATTO);
+		if (!IS_ERR(p))
+			copy = kstrdup(p, GFP_KERNEL);
+		kfree(buf);
+	}
+	path_put(&path);
+	f = fget(fd);
+	if (f && copy && dbd_is_fscontext(f)) {
+		dbd_pick_remember(f->private_data, copy);
+		copy = NULL;
+	}
+	if (f)
+		fput(f);
+	kfree(copy);
+out:
+	module_put(THIS_MODULE);
+	return fd;
+}
+
+/* a mount root of sb at the remembered path, or of the caller's root */
+static bool dbd_pick_path(const char *text, struct super_block *sb,
+			  struct path *out)
+{
+	if (text && !kern_path(text, LOOKUP_FOLLOW, out)) {
+		if (out->mnt->mnt_sb == sb &&
+		    out->dentry == out->mnt->mnt_root)
+			return true;
+		path_put(out);
+	}
+	get_fs_root(current->fs, out);
+	if (out->mnt->mnt_sb == sb && out->dentry == out->mnt->mnt_root)
+		return true;
+	path_put(out);
+	return false;
+}
+
+static long dbd_sys_fsconfig(const struct pt_regs *regs)
+{
+	syscall_fn orig = (syscall_fn)dbd_hook_orig(&dbd_hooks[H_FSCONFIG]);
+	/* fsconfig(fd, cmd, key, value, aux) */
+	int fd = (int)regs->di;
+	unsigned int cmd = (unsigned int)regs->si;
+	unsigned long dormant[BITS_TO_LONGS(DBD_HARD_MAX_DEVICES)] = { 0 };
+	struct super_block *sb = NULL;
+	struct fs_context *fc;
+	bool to_ro = false, to_rw = false;
+	char *text = NULL;
+	struct file *f;
+	struct path p;
+	long ret;
+
+	f = cmd == FSCONFIG_CMD_RECONFIGURE ? fget(fd) : NULL;
+	if (f && dbd_is_fscontext(f)) {
+		fc = f->private_data;
+		if (fc->purpose == FS_CONTEXT_FOR_RECONFIGURE && fc->root &&
+		    (fc->sb_flags_mask & SB_RDONLY)) {
+			sb = fc->root->d_sb;
+			to_ro = (fc->sb_flags & SB_RDONLY) && !sb_rdonly(sb);
+			to_rw = !(fc->sb_flags & SB_RDONLY) && sb_rdonly(sb);
+			text = dbd_pick_take(fc);
+		}
+	}
+	if (to_ro) {
+		/* remount-ro counts as an unmount of every mount of sb */
+		dbd_mount_pre_umount_sb(sb, dormant);
+		ret = orig(regs);
+		dbd_mount_post_umount(text, dormant, ret);
+	} else {
+		ret = orig(regs);
+		if (!ret && to_rw && dbd_pick_path(text, sb, &p)) {
+			dbd_mount_activate_path(&p, false);
+			path_put(&p);
+		}
+	}
+	kfree(text);
+	if (f)
+		fput(f);
+	module_put(THIS_MODULE);
+	return ret;
+}
+
+static long dbd_sys_mount_setattr(const struct pt_regs *regs)
+{
+	syscall_fn orig = (syscall_fn)dbd_hook_orig(&dbd_hooks[H_SETATTR]);
+	/* mount_setattr(dfd, path, flags, uattr, usize) */
+	int dfd = (int)regs->di;
+	const char __user *upath = (const char __user *)regs->si;
+	unsigned int flags = (unsigned int)regs->dx;
+	unsigned int lookup = 0;
+	struct path p;
+	long ret;
+
+	ret = orig(regs);
+	if (!ret) {
+		if (!(flags & AT_SYMLINK_NOFOLLOW))
+			lookup |= LOOKUP_FOLLOW;
+		if (!(flags & AT_NO_AUTOMOUNT))
+			lookup |= LOOKUP_AUTOMOUNT;
+		if (flags & AT_EMPTY_PATH)
+			lookup |= LOOKUP_EMPTY;
+		/* activates only what is not active on a writable mount */
+		if (!user_path_at(dfd, upath, lookup, &p)) {
+			dbd_mount_activate_path(&p, false);
+			path_put(&p);
+		}
+	}
+	module_put(THIS_MODULE);
+	return ret;
+}
+
 /* ------------------------------------------------------------ setup */
 
 int dbd_hooks_init(void)
@@ -205,4 +433,5 @@ void dbd_hooks_exit(void)
 		ftrace_free_filter(&h->ops);
 		h->registered = false;
 	}
+	dbd_picks_free();
 }

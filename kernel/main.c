@@ -72,6 +72,7 @@ static void __exit dbd_exit(void)
 	dbd_hooks_exit();
 	dbd_ctl_exit();
 	dbd_proc_exit();
+	dbd_dev_exit_checks();
 	mutex_lock(&dbd_ctl_mutex);
 	dbd_dev_destroy_all();
 	mutex_unlock(&dbd_ctl_mutex);

@@ -57,6 +57,9 @@ struct dbd_snap {
 	bool stop_mrf, stop_cow, stop_rd;
 	/* reader window */
 	struct page *win[DBD_WINDOW_BLOCKS];
+	/* COW thread batch */
+	u64 cblocks[DBD_COW_BATCH];
+	struct page *cpages[DBD_COW_BATCH];
 };
 
 struct dbd_cow_item {
@@ -155,16 +158,7 @@ static bool snap_all_cow_pages(struct dbd_snap *s, struct bio *bio)
 static bool snap_bio_range(struct dbd_trace *t, struct bio *bio, u64 *first,
 			   u64 *last)
 {
-	sector_t start = bio->bi_iter.bi_sector;
-	sector_t nr = bio_sectors(bio);
-
-	if (bio_flagged(bio, BIO_REMAPPED))
-		start -= t->sect_off;
-	if (start >= t->size)
-		return false;
-	if (nr > t->size - start)
-		nr = t->size - start;
-	return dbd_block_range(start, nr, first, last) == 0;
+	return dbd_trace_range(t, bio, first, last);
 }
 
 static bool snap_range_done(struct dbd_snap *s, u64 first, u64 last)
@@ -363,9 +357,13 @@ static int snap_mrf_thread(void *data)
 static int snap_cow_thread(void *data)
 {
 	struct dbd_snap *s = data;
-	struct dbd_cow_item *it;
+	struct dbd_cow_item *it, *tmp;
 	unsigned int noio = memalloc_noio_save();
+	u64 *blocks = s->cblocks;
+	struct page **pages = s->cpages;
 	bool discarded = false;
+	unsigned int n;
+	LIST_HEAD(batch);
 	int ret;
 
 	for (;;) {
@@ -380,24 +378,30 @@ static int snap_cow_thread(void *data)
 			dbd_cow_discard(s->cow);
 			discarded = true;
 		}
+		n = 0;
 		spin_lock(&s->lock);
-		it = list_first_entry_or_null(&s->cowq, struct dbd_cow_item,
-					      list);
-		if (it)
-			list_del(&it->list);
+		list_for_each_entry_safe(it, tmp, &s->cowq, list) {
+			if (n == DBD_COW_BATCH)
+				break;
+			list_move_tail(&it->list, &batch);
+			blocks[n] = it->block;
+			pages[n++] = it->page;
+		}
 		spin_unlock(&s->lock);
-		if (!it) {
+		if (!n) {
 			if (READ_ONCE(s->stop_cow))
 				break;
 			continue;
 		}
 		if (!dbd_dev_failed(s->dev)) {
-			ret = dbd_cow_save_block(s->cow, it->block, it->page,
-						 s->dev);
+			ret = dbd_cow_save_blocks(s->cow, blocks, pages, n,
+						  s->dev);
 			if (ret == -EAGAIN && !READ_ONCE(s->stop_cow)) {
+				/* dormant: back to the head, in order */
 				spin_lock(&s->lock);
-				list_add(&it->list, &s->cowq);
+				list_splice(&batch, &s->cowq);
 				spin_unlock(&s->lock);
+				INIT_LIST_HEAD(&batch);
 				continue;
 			}
 			/* stopping while dormant drops the data: no file */
@@ -405,11 +409,15 @@ static int snap_cow_thread(void *data)
 				dbd_dev_fail(s->dev, ret);
 		}
 		spin_lock(&s->lock);
-		xa_erase(&s->pending, it->block);
-		s->pending_pages--;
+		list_for_each_entry(it, &batch, list)
+			xa_erase(&s->pending, it->block);
+		s->pending_pages -= n;
 		spin_unlock(&s->lock);
-		__free_page(it->page);
-		kfree(it);
+		list_for_each_entry_safe(it, tmp, &batch, list) {
+			list_del(&it->list);
+			__free_page(it->page);
+			kfree(it);
+		}
 		wake_up_all(&s->throttle_wq);
 	}
 	memalloc_noio_restore(noio);
@@ -458,21 +466,62 @@ static int snap_load_window(struct dbd_snap *s, u64 first, unsigned int n)
 	spin_unlock(&s->lock);
 	up_read(&s->rsem);
 
-	for (i = 0; i < n && !ret; i++) {
-		u64 val;
-		void *p;
+	/* COW data: runs of consecutive data blocks read with one call */
+	i = 0;
+	while (i < n && !ret) {
+		unsigned int len = 1;
+		u64 val, next;
 
-		if (src[i] != SRC_COW)
+		if (src[i] != SRC_COW) {
+			i++;
 			continue;
+		}
 		ret = dbd_cow_get(s->cow, first + i, &val);
 		if (!ret && val < s->cow->geo.first_data_blk)
 			ret = -EIO;
-		if (ret)
-			break;
-		p = kmap_local_page(s->win[i]);
-		ret = dbd_cow_read_data(s->cow, val, p, 0, DBD_BLOCK_SIZE);
-		kunmap_local(p);
+		while (!ret && i + len < n && src[i + len] == SRC_COW &&
+		       len < DBD_COW_BATCH &&
+		       !dbd_cow_get(s->cow, first + i + len, &next) &&
+		       next == val + len)
+			len++;
+		if (!ret)
+			ret = dbd_cow_read_blocks(s->cow, val, &s->win[i], len);
+		i += len;
 	}
+	return ret;
+}
+
+/*
+ * A read whose blocks all still hold their original data on the origin
+ * goes straight to the origin into the reader's pages (no copy).  rsem
+ * keeps held writes behind it.  Returns 1 if the bio is not such a read.
+ */
+static int snap_read_direct(struct dbd_snap *s, struct bio *bio)
+{
+	sector_t start = bio->bi_iter.bi_sector;
+	u64 first = start / DBD_SECTORS_PER_BLOCK;
+	u64 last = (bio_end_sector(bio) - 1) / DBD_SECTORS_PER_BLOCK;
+	struct bio *clone;
+	bool origin;
+	int ret;
+
+	down_read(&s->rsem);
+	spin_lock(&s->lock);
+	origin = find_next_bit(s->done, last + 1, first) > last;
+	spin_unlock(&s->lock);
+	if (!origin) {
+		up_read(&s->rsem);
+		return 1;
+	}
+	clone = bio_alloc_clone(s->bdev, bio, GFP_NOIO, &fs_bio_set);
+	if (!clone) {
+		up_read(&s->rsem);
+		return 1;
+	}
+	clone->bi_opf = REQ_OP_READ | REQ_SYNC;
+	ret = submit_bio_wait(clone);
+	bio_put(clone);
+	up_read(&s->rsem);
 	return ret;
 }
 
@@ -489,6 +538,9 @@ static int snap_serve_read(struct dbd_snap *s, struct bio *bio)
 
 	if (end > (u64)s->size << SECTOR_SHIFT)
 		return -EIO;
+	ret = snap_read_direct(s, bio);
+	if (ret <= 0)
+		return ret;
 	bio_for_each_segment(bv, bio, iter) {
 		unsigned int done = 0;
 

@@ -112,6 +112,43 @@ static bool dbd_is_traced_op(struct bio *bio)
 	}
 }
 
+/*
+ * Partition-relative 4 KiB block range a write touches in t's device;
+ * false if none.  A bio of the traced partition has partition-relative
+ * sectors unless the block layer remapped it already (a split remainder);
+ * a bio of the whole disk always has disk-relative ones.
+ */
+bool dbd_trace_range(const struct dbd_trace *t, struct bio *bio, u64 *first,
+		     u64 *last)
+{
+	sector_t start = bio->bi_iter.bi_sector;
+	sector_t end = bio_end_sector(bio);
+
+	if (bio->bi_bdev != t->bdev || bio_flagged(bio, BIO_REMAPPED)) {
+		if (end <= t->sect_off)
+			return false;
+		start = start > t->sect_off ? start - t->sect_off : 0;
+		end -= t->sect_off;
+	}
+	if (start >= t->size || end <= start)
+		return false;
+	if (end > t->size)
+		end = t->size;
+	return dbd_block_range(start, end - start, first, last) == 0;
+}
+
+/* t's device, or the whole disk it is a partition of */
+static bool dbd_trace_matches(struct dbd_trace *t, struct bio *bio)
+{
+	u64 first, last;
+
+	if (t->bdev == bio->bi_bdev)
+		return true;
+	return bdev_is_partition(t->bdev) &&
+	       bio->bi_bdev == bdev_whole(t->bdev) &&
+	       dbd_trace_range(t, bio, &first, &last);
+}
+
 static struct dbd_trace *dbd_trace_find(struct bio *bio)
 {
 	struct dbd_trace *t;
@@ -119,7 +156,7 @@ static struct dbd_trace *dbd_trace_find(struct bio *bio)
 
 	for (i = 0; i < dbd_max_snap_devices; i++) {
 		t = rcu_dereference(dbd_traces[i]);
-		if (t && t->bdev == bio->bi_bdev) {
+		if (t && dbd_trace_matches(t, bio)) {
 			if (dbd_dev_failed(t->dev))
 				return NULL;
 			atomic_inc(&t->users);

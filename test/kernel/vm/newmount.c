@@ -1,20 +1,52 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
  * newmount: mount a block device with the new mount API (fsopen, fsconfig,
- * fsmount, move_mount), as util-linux >= 2.39 does.
+ * fsmount, move_mount), or remount a mounted filesystem read-only or
+ * read-write (fspick, fsconfig reconfigure), as util-linux >= 2.39 does.
  * Usage: newmount <fstype> <bdev> <dir>
+ *        newmount remount ro|rw <dir>
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/syscall.h>
+#include <string.h>
 #include <unistd.h>
 #include <linux/mount.h>
+
+static int remount(const char *mode, const char *dir)
+{
+	int fc = syscall(SYS_fspick, AT_FDCWD, dir, FSPICK_CLOEXEC);
+	struct mount_attr attr = { 0 };
+
+	if (fc < 0) {
+		perror("fspick");
+		return 1;
+	}
+	if (syscall(SYS_fsconfig, fc, FSCONFIG_SET_FLAG, mode, NULL, 0) ||
+	    syscall(SYS_fsconfig, fc, FSCONFIG_CMD_RECONFIGURE, NULL, NULL, 0)) {
+		perror("fsconfig");
+		return 1;
+	}
+	close(fc);
+	/* then the mount's own flag, as util-linux does */
+	if (!strcmp(mode, "ro"))
+		attr.attr_set = MOUNT_ATTR_RDONLY;
+	else
+		attr.attr_clr = MOUNT_ATTR_RDONLY;
+	if (syscall(SYS_mount_setattr, AT_FDCWD, dir, 0, &attr, sizeof(attr))) {
+		perror("mount_setattr");
+		return 1;
+	}
+	return 0;
+}
 
 int main(int argc, char **argv)
 {
 	int fs, mnt;
 
+	if (argc == 4 && !strcmp(argv[1], "remount"))
+		return remount(argv[2], argv[3]);
 	if (argc != 4)
 		return 100;
 	fs = syscall(SYS_fsopen, argv[1], FSOPEN_CLOEXEC);

@@ -73,6 +73,17 @@ async function dormantCycle(t: VmContext, fs: 'ext4' | 'xfs'): Promise<void> {
   assert.equal(t.ioctl.info(0).state, 0, 'remount-ro must make the device dormant');
   t.run(['mount', '-o', 'remount,rw', mnt]);
   assert.equal(t.ioctl.info(0).state, 2, 'remount-rw must re-activate');
+  // the same through the new mount API (fspick + fsconfig reconfigure)
+  t.run([newMountTool(t), 'remount', 'ro', mnt]);
+  assert.equal(t.ioctl.info(0).state, 0, 'fsconfig remount-ro must make the device dormant');
+  t.run([newMountTool(t), 'remount', 'rw', mnt]);
+  let back = t.ioctl.info(0);
+  assert.equal(back.error, 0, `fsconfig remount-rw: error ${back.error}`);
+  assert.equal(back.state, 2, 'fsconfig remount-rw must re-activate');
+  // and tracking goes on after all of it
+  t.sh(`dd if=/dev/urandom of=${mnt}/described bs=4k count=4 conv=notrunc status=none && sync`);
+  back = t.ioctl.info(0);
+  assert.equal(back.error, 0);
   t.ioctl.destroy(0);
   umountExplained(t, mnt);
   t.unloadModule();
@@ -144,5 +155,45 @@ export async function reloadAfterUnmountAndModuleReload(t: VmContext): Promise<v
   assert.ok(t.kmsg().some((l) => l.includes('not left in clean state')), 'dirty-file message missing from the kernel log');
   t.ioctl.destroy(1);
   umountExplained(t, mnt);
+  t.unloadModule();
+}
+
+/** A reloaded device becomes active when a read-only mount is remounted rw with the new mount API (boot: `/` ro, then rw). */
+export async function reloadActivatesOnNewApiRemount(t: VmContext): Promise<void> {
+  const { part, mnt } = prepare(t, 'ext4');
+  t.ioctl.setup(0, part, `${mnt}/.datto`, 16);
+  t.ioctl.transitionInc(0);
+  umountExplained(t, mnt);
+  t.ioctl.destroy(0);
+  t.ioctl.reloadInc(0, part, '/.datto');
+  t.mount(part, { dir: mnt, options: 'ro' });
+  assert.equal(t.ioctl.info(0).state, 4, 'a read-only mount does not activate');
+  t.run([newMountTool(t), 'remount', 'rw', mnt]);
+  const info = t.ioctl.info(0);
+  assert.equal(info.error, 0, `activation failed: ${info.error}`);
+  assert.equal(info.state, 2, 'fsconfig remount-rw must activate the reloaded device');
+  t.ioctl.destroy(0);
+  umountExplained(t, mnt);
+  t.unloadModule();
+}
+
+/** SPEC §3.2: unmounting the COW file's mount while a bind mount keeps the filesystem writable fails the device with EIO. */
+export async function umountWithWritableBindMountFailsEio(t: VmContext): Promise<void> {
+  const { part, mnt } = prepare(t, 'ext4');
+  t.ioctl.setup(0, part, `${mnt}/.datto`, 16);
+  const other = join(t.tmp, 'bind');
+  t.sh(`mkdir -p ${other} && mount --bind ${mnt} ${other}`);
+  t.umount(mnt);
+  let info = t.ioctl.info(0);
+  for (let i = 0; i < 50 && info.error === 0; i++) {
+    t.sh('sleep 0.1');
+    info = t.ioctl.info(0);
+  }
+  assert.equal(info.error, -5, 'a writable superblock left after the umount must fail the device with EIO');
+  assert.ok(t.kmsg().some((l) => l.includes('still mounted after umounting')), 'EIO reason missing from the kernel log');
+  // writes through the remaining mount are not held up by the failed device
+  t.sh(`dd if=/dev/urandom of=${other}/described bs=4k count=16 conv=notrunc status=none && sync`);
+  t.ioctl.destroy(0);
+  t.run(['umount', other]);
   t.unloadModule();
 }

@@ -2,7 +2,8 @@
 // dattobd.ko transitions (SPEC §3.5): snapshot -> incremental -> snapshot.
 // The old COW file must mark every block written in between, so that a
 // full image of the first snapshot plus the marked blocks of the second
-// snapshot equals the second snapshot (what update-img does).
+// snapshot equals the second snapshot block for block (what update-img
+// does); repeated for several cycles of the series.
 import assert from 'node:assert/strict';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,7 +14,6 @@ import {
   dataOffset,
   describedFile,
   errCode,
-  fileBlocks,
   overwriterScript,
   partition,
   readCowHeader,
@@ -21,6 +21,8 @@ import {
 } from '../../kernel/vm/helpers.js';
 
 const PART_MIB = 96;
+
+const CYCLES = 2;
 
 async function incrementalCycle(t: VmContext, fs: 'ext4' | 'xfs', partMiB: number): Promise<void> {
   const sectors = partMiB * 2048;
@@ -34,64 +36,67 @@ async function incrementalCycle(t: VmContext, fs: 'ext4' | 'xfs', partMiB: numbe
   t.loadModule();
   t.ioctl.setup(0, part, `${mnt}/.datto1`, 32);
   const uuid = t.ioctl.info(0).uuid;
-  // every block the first COW file ever had: its own writes are never
-  // tracked, and after truncation they are free space
-  const cow1 = fileBlocks(t, `${mnt}/.datto1`);
   // full backup of the first snapshot
   t.sh(`dd if=/dev/datto0 of=${image} bs=1M status=none`, { timeoutMs: 300_000 });
 
-  t.ioctl.transitionInc(0);
-  let info = t.ioctl.info(0);
-  assert.equal(info.state, 2);
-  assert.equal(existsSync('/dev/datto0'), false, '/dev/datto0 must go away in incremental mode');
-  assert.equal(info.falloc_size, dataOffset(sectors), 'COW file truncated to the index');
-  // state-2 cells
-  assert.throws(() => t.ioctl.transitionInc(0), (e) => errCode(e) === 'EINVAL');
-  assert.throws(() => t.ioctl.expand(0, 1), (e) => errCode(e) === 'EINVAL');
-  assert.throws(() => t.ioctl.autoExpand(0, 1, 0), (e) => errCode(e) === 'EINVAL');
-  t.ioctl.reconfigure(0, 4 << 20);
+  for (let seq = 1; seq <= CYCLES; seq++) {
+    const oldCow = `${mnt}/.datto${seq}`;
+    // writes while the snapshot is still active belong to the next increment too
+    t.sh(`dd if=/dev/urandom of=${mnt}/during${seq} bs=64k count=16 status=none && sync`);
+    t.ioctl.transitionInc(0);
+    let info = t.ioctl.info(0);
+    assert.equal(info.state, 2);
+    assert.equal(existsSync('/dev/datto0'), false, '/dev/datto0 must go away in incremental mode');
+    assert.equal(info.falloc_size, dataOffset(sectors), 'COW file truncated to the index');
+    if (seq === 1) {
+      // state-2 cells
+      assert.throws(() => t.ioctl.transitionInc(0), (e) => errCode(e) === 'EINVAL');
+      assert.throws(() => t.ioctl.expand(0, 1), (e) => errCode(e) === 'EINVAL');
+      assert.throws(() => t.ioctl.autoExpand(0, 1, 0), (e) => errCode(e) === 'EINVAL');
+      t.ioctl.reconfigure(0, 4 << 20);
+    }
 
-  const ow = overwriterScript(t, `${mnt}/described`, 2048, 2, 1500, 7);
-  t.sh(
-    [
-      `${process.execPath} ${ow} &`,
-      `dd if=/dev/urandom of=${mnt}/new bs=64k count=64 status=none &`,
-      `dd if=/dev/urandom of=${mnt}/direct bs=4k count=512 oflag=direct status=none &`,
-      'wait',
-      'sync',
-    ].join('\n'),
-    { timeoutMs: 300_000 },
-  );
+    const ow = overwriterScript(t, `${mnt}/described`, 2048, seq + 1, 1500, 7 + seq);
+    t.sh(
+      [
+        `${process.execPath} ${ow} &`,
+        `dd if=/dev/urandom of=${mnt}/new${seq} bs=64k count=64 status=none &`,
+        `dd if=/dev/urandom of=${mnt}/direct${seq} bs=4k count=512 oflag=direct status=none &`,
+        'wait',
+        'sync',
+      ].join('\n'),
+      { timeoutMs: 300_000 },
+    );
 
-  t.ioctl.transitionSnap(0, `${mnt}/.datto2`);
-  info = t.ioctl.info(0);
-  assert.equal(info.state, 3);
-  assert.equal(info.seqid, 2);
-  assert.equal(info.uuid, uuid, 'the series keeps its uuid');
-  assert.equal(info.cow, '/.datto2');
-  assert.equal(info.falloc_size, 32 * 1048576, 'transition without size reuses the previous size');
+    t.ioctl.transitionSnap(0, `${mnt}/.datto${seq + 1}`);
+    info = t.ioctl.info(0);
+    assert.equal(info.state, 3);
+    assert.equal(info.seqid, seq + 1);
+    assert.equal(info.uuid, uuid, 'the series keeps its uuid');
+    assert.equal(info.cow, `/.datto${seq + 1}`);
+    assert.equal(info.falloc_size, 32 * 1048576, 'transition without size reuses the previous size');
 
-  // the old file is closed clean and index-only, ready for update-img
-  const hdr = readCowHeader(`${mnt}/.datto1`);
-  assert.equal(hdr.magic, 4776);
-  assert.equal(hdr.flags & 3, 3, `old COW file flags ${hdr.flags}: want CLEAN|INDEX_ONLY`);
-  assert.equal(hdr.seqid, 1n);
-  assert.equal(hdr.fsize, BigInt(dataOffset(sectors)));
-  const changed = readCowIndex(`${mnt}/.datto1`, blocks);
-  assert.equal(BigInt(changed.size), hdr.nrChanged, 'nr_changed_blocks counts the marked entries');
-  const n = applyChangedBlocks('/dev/datto0', image, changed.keys());
-  t.log(`update-img: ${n} blocks copied`);
+    // the old file is closed clean and index-only, ready for update-img
+    const hdr = readCowHeader(oldCow);
+    assert.equal(hdr.magic, 4776);
+    assert.equal(hdr.flags & 3, 3, `old COW file flags ${hdr.flags}: want CLEAN|INDEX_ONLY`);
+    assert.equal(hdr.seqid, BigInt(seq));
+    assert.equal(hdr.fsize, BigInt(dataOffset(sectors)));
+    const changed = readCowIndex(oldCow, blocks);
+    assert.equal(BigInt(changed.size), hdr.nrChanged, 'nr_changed_blocks counts the marked entries');
+    const n = applyChangedBlocks('/dev/datto0', image, changed.keys());
+    t.log(`cycle ${seq}: update-img copied ${n} blocks`);
 
-  // image == new snapshot, except the COW files' own blocks
-  const skip = new Set([...cow1, ...fileBlocks(t, `${mnt}/.datto2`)]);
-  const snap = blockHashes('/dev/datto0');
-  const img = blockHashes(image).slice(0, snap.length);
-  const diff = snap.map((h, i) => (h !== img[i] && !skip.has(i) ? i : -1)).filter((i) => i >= 0);
-  assert.deepEqual(diff.slice(0, 20), [], `${diff.length} written blocks are not marked in the old COW file`);
+    // image == new snapshot, block for block (the COW files' own blocks included)
+    const snap = blockHashes('/dev/datto0');
+    const img = blockHashes(image).slice(0, snap.length);
+    const diff = snap.map((h, i) => (h !== img[i] ? i : -1)).filter((i) => i >= 0);
+    assert.deepEqual(diff.slice(0, 20), [], `cycle ${seq}: ${diff.length} blocks changed since the previous snapshot are not marked in ${oldCow}`);
+    t.sh(`rm ${oldCow}`);
+  }
 
   t.ioctl.destroy(0);
-  assert.equal(existsSync(`${mnt}/.datto2`), false);
-  assert.equal(existsSync(`${mnt}/.datto1`), true, 'the previous COW file is kept for update-img');
+  assert.equal(existsSync(`${mnt}/.datto${CYCLES + 1}`), false);
   t.umount(mnt);
   t.unloadModule();
 }

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { VmContext } from '../guest/api.js';
-import { badBlocks, blockHashes, describedFile, errCode, fileBlocks, overwriterScript, partition, sha256 } from '../../kernel/vm/helpers.js';
+import { badBlocks, blockHashes, describedFile, errCode, fileBlocks, overwriterScript, partition, readCowIndex, sha256 } from '../../kernel/vm/helpers.js';
 
 const FILE_BLOCKS = 8192; // 32 MiB described file
 
@@ -104,4 +104,38 @@ export async function snapshotExt4UnderLoad(t: VmContext): Promise<void> {
 
 export async function snapshotXfsUnderLoad(t: VmContext): Promise<void> {
   await snapshotUnderLoad(t, 'xfs');
+}
+
+/**
+ * Writes through the whole disk (/dev/vda) that land in the traced partition
+ * (/dev/vda1) are traced like writes through the partition: the snapshot
+ * keeps the old data, and incremental mode marks the blocks changed — also
+ * for a write that runs past the end of the partition.
+ */
+export async function wholeDiskWritesAreTraced(t: VmContext): Promise<void> {
+  const disk = t.disks[0]!;
+  const part = partition(t, disk, 96); // starts at sector 2048 = disk block 256
+  t.mkfs('ext4', part, ['-E', 'lazy_itable_init=0,lazy_journal_init=0']);
+  const mnt = t.mount(part);
+  t.loadModule();
+  const target = 96 * 256 - 16; // the last 16 blocks of the partition: free space of the filesystem
+  const read = (dev: string, blk: number, n: number): string =>
+    t.sh(`dd if=${dev} bs=4k skip=${blk} count=${n} iflag=direct status=none | sha256sum | cut -d' ' -f1`).stdout.trim();
+  const before = read(part, target, 8);
+
+  t.ioctl.setup(0, part, `${mnt}/.datto`, 16);
+  t.sh(`dd if=/dev/urandom of=${disk} bs=4k seek=${256 + target} count=8 oflag=direct conv=notrunc status=none`);
+  assert.notEqual(read(part, target, 8), before, 'the whole-disk write did not reach the partition');
+  assert.equal(read('/dev/datto0', target, 8), before, 'a write through the whole disk changed the snapshot');
+
+  t.ioctl.transitionInc(0);
+  // a write inside the partition, and one that runs past its end
+  t.sh(`dd if=/dev/urandom of=${disk} bs=4k seek=${256 + target + 8} count=4 oflag=direct conv=notrunc status=none`);
+  t.sh(`dd if=/dev/urandom of=${disk} bs=4k seek=${256 + target + 12} count=8 oflag=direct conv=notrunc status=none`);
+  t.ioctl.transitionSnap(0, `${mnt}/.datto2`);
+  const changed = readCowIndex(`${mnt}/.datto`, 96 * 256);
+  for (let b = target + 8; b < target + 16; b++) assert.ok(changed.has(b), `whole-disk write to partition block ${b} not marked changed`);
+  t.ioctl.destroy(0);
+  t.umount(mnt);
+  t.unloadModule();
 }
