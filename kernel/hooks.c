@@ -166,6 +166,19 @@ static int dbd_path_mount(const char *dev_name, struct path *path,
 	return ret;
 }
 
+/* after a successful mount operation: the user's path, as a rw mount */
+static void dbd_activate_user_path(int dfd, const char __user *upath,
+				   unsigned int lookup)
+{
+	struct path p;
+
+	/* activates only what is not active, on a writable mount root */
+	if (!user_path_at(dfd, upath, lookup, &p)) {
+		dbd_mount_activate_path(&p, false);
+		path_put(&p);
+	}
+}
+
 static long dbd_sys_move_mount(const struct pt_regs *regs)
 {
 	syscall_fn orig = (syscall_fn)dbd_hook_orig(&dbd_hooks[H_MOVE_MOUNT]);
@@ -173,19 +186,13 @@ static long dbd_sys_move_mount(const struct pt_regs *regs)
 	int to_dfd = (int)regs->dx;
 	const char __user *to_path = (const char __user *)regs->r10;
 	unsigned int mflags = (unsigned int)regs->r8;
-	unsigned int lookup = LOOKUP_FOLLOW;
-	struct path p;
 	long ret;
 
 	ret = orig(regs);
-	if (!ret) {
-		if (mflags & MOVE_MOUNT_T_EMPTY_PATH)
-			lookup |= LOOKUP_EMPTY;
-		if (!user_path_at(to_dfd, to_path, lookup, &p)) {
-			dbd_mount_activate_path(&p, false);
-			path_put(&p);
-		}
-	}
+	if (!ret)
+		dbd_activate_user_path(to_dfd, to_path, LOOKUP_FOLLOW |
+				       ((mflags & MOVE_MOUNT_T_EMPTY_PATH) ?
+					LOOKUP_EMPTY : 0));
 	module_put(THIS_MODULE);
 	return ret;
 }
@@ -371,7 +378,6 @@ static long dbd_sys_mount_setattr(const struct pt_regs *regs)
 	const char __user *upath = (const char __user *)regs->si;
 	unsigned int flags = (unsigned int)regs->dx;
 	unsigned int lookup = 0;
-	struct path p;
 	long ret;
 
 	ret = orig(regs);
@@ -382,11 +388,7 @@ static long dbd_sys_mount_setattr(const struct pt_regs *regs)
 			lookup |= LOOKUP_AUTOMOUNT;
 		if (flags & AT_EMPTY_PATH)
 			lookup |= LOOKUP_EMPTY;
-		/* activates only what is not active on a writable mount */
-		if (!user_path_at(dfd, upath, lookup, &p)) {
-			dbd_mount_activate_path(&p, false);
-			path_put(&p);
-		}
+		dbd_activate_user_path(dfd, upath, lookup);
 	}
 	module_put(THIS_MODULE);
 	return ret;
