@@ -272,6 +272,9 @@ export interface UpdateImgAsyncOptions extends UpdateImgOptions {
 /** Default of mergeGapBytes: below this, reading the gap costs less than one more small read. */
 export const DEFAULT_MERGE_GAP = 128 << 10;
 
+/** Writes up to this size are issued directly (fs.writeSync) by nodeAsyncIo. */
+const SYNC_WRITE_MAX = 64 << 10;
+
 function promised<T>(f: (cb: (err: NodeJS.ErrnoException | null, v: T) => void) => void): Promise<T> {
   return new Promise((resolve, reject) => f((err, v) => (err ? reject(err) : resolve(v))));
 }
@@ -297,6 +300,12 @@ export function nodeAsyncIo(map: (path: string) => string = (p) => p): AsyncData
       },
       write: async (buf, offset) => {
         let done = 0;
+        if (buf.length <= SYNC_WRITE_MAX) {
+          // A small write only copies into the page cache: one direct system call costs less
+          // than a round trip through the thread pool (much less under emulation).
+          while (done < buf.length) done += fs.writeSync(fd, buf, done, buf.length - done, offset + done);
+          return done;
+        }
         while (done < buf.length) done += await promised<number>((cb) => fs.write(fd, buf, done, buf.length - done, offset + done, cb));
         return done;
       },

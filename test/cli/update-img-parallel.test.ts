@@ -200,6 +200,7 @@ describe('nodeAsyncIo', () => {
     const buf = new Uint8Array(2 * MIB);
     expect(await r.read(buf, MIB - B)).toBe(2 * MIB);
     expect(await w.write(buf.subarray(0, B), 5 * B)).toBe(B);
+    expect(await w.write(buf, MIB)).toBe(2 * MIB); // a large write goes through the thread pool
     expect(await r.read(buf, 3 * MIB - 100)).toBe(100); // short only at end of file
     await w.sync?.();
     await r.close();
@@ -208,6 +209,7 @@ describe('nodeAsyncIo', () => {
     const out = readFileSync(dst);
     expect(out.subarray(5 * B, 6 * B).equals(data.subarray(MIB - B, MIB))).toBe(true);
     expect(out.subarray(0, 5 * B).every((x) => x === 0)).toBe(true);
+    expect(out.subarray(MIB, 3 * MIB).equals(data.subarray(MIB - B, 3 * MIB - B))).toBe(true);
     await expect(io.openRead(join(dir, 'missing'))).rejects.toMatchObject({ code: 'ENOENT' });
   });
 });
