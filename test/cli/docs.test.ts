@@ -83,7 +83,11 @@ describe.skipIf(!existsSync('/bin/bash'))('bash completion', () => {
 
   it('completes update-img options and files', () => {
     expect(complete(['update-img', '--n'])).toEqual(['--no-progress']);
+    expect(complete(['update-img', '--p'])).toEqual(['--parallel']);
+    expect(complete(['update-img', '--m'])).toEqual(['--max-io', '--merge-gap']);
     expect(complete(['update-img', '/dev/datto0', ''])).toEqual(['FILE']);
+    // an option's value is not a positional argument: the first one is still the snapshot device
+    expect(complete(['update-img', '--parallel', '4', ''])).not.toContain('FILE');
   });
 });
 
