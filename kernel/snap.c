@@ -30,6 +30,16 @@
 #define DBD_CLONE_PAGES 256		/* 1 MiB per read bio */
 #define DBD_PENDING_LIMIT 16384		/* 64 MiB read but not yet saved */
 #define DBD_WINDOW_BLOCKS 256		/* snapshot read window */
+#define DBD_READERS 4			/* snapshot reads served at once */
+
+struct dbd_snap;
+
+/* one reader thread of /dev/dattoN and its window */
+struct dbd_reader {
+	struct dbd_snap *s;
+	struct task_struct *task;
+	struct page *win[DBD_WINDOW_BLOCKS];
+};
 
 struct dbd_snap {
 	struct dbd_dev *dev;
@@ -53,10 +63,8 @@ struct dbd_snap {
 	struct rw_semaphore rsem;
 	struct task_struct *mrf_task;
 	struct task_struct *cow_task;
-	struct task_struct *rd_task;
+	struct dbd_reader *rd[DBD_READERS];
 	bool stop_mrf, stop_cow, stop_rd;
-	/* reader window */
-	struct page *win[DBD_WINDOW_BLOCKS];
 	/* COW thread batch */
 	u64 cblocks[DBD_COW_BATCH];
 	struct page *cpages[DBD_COW_BATCH];
@@ -428,8 +436,9 @@ static int snap_cow_thread(void *data)
 
 enum { SRC_ORIGIN, SRC_MEM, SRC_COW };
 
-/* fill s->win[0..n) with the snapshot contents of blocks first.. */
-static int snap_load_window(struct dbd_snap *s, u64 first, unsigned int n)
+/* fill win[0..n) with the snapshot contents of blocks first.. */
+static int snap_load_window(struct dbd_snap *s, struct page **win, u64 first,
+			    unsigned int n)
 {
 	u8 src[DBD_WINDOW_BLOCKS];
 	struct dbd_read_batch rb;
@@ -447,7 +456,7 @@ static int snap_load_window(struct dbd_snap *s, u64 first, unsigned int n)
 	spin_unlock(&s->lock);
 	if (need_origin) {
 		rb_init(&rb);
-		snap_read_origin(s, first, n, s->win, &rb);
+		snap_read_origin(s, first, n, win, &rb);
 		ret = rb_wait(&rb);
 	}
 	/* pages not yet in the COW file are copied while still pending */
@@ -459,7 +468,7 @@ static int snap_load_window(struct dbd_snap *s, u64 first, unsigned int n)
 			continue;
 		pg = xa_load(&s->pending, first + i);
 		if (pg) {
-			copy_highpage(s->win[i], pg);
+			copy_highpage(win[i], pg);
 			src[i] = SRC_MEM;
 		}
 	}
@@ -485,7 +494,7 @@ static int snap_load_window(struct dbd_snap *s, u64 first, unsigned int n)
 		       next == val + len)
 			len++;
 		if (!ret)
-			ret = dbd_cow_read_blocks(s->cow, val, &s->win[i], len);
+			ret = dbd_cow_read_blocks(s->cow, val, &win[i], len);
 		i += len;
 	}
 	return ret;
@@ -525,7 +534,8 @@ static int snap_read_direct(struct dbd_snap *s, struct bio *bio)
 	return ret;
 }
 
-static int snap_serve_read(struct dbd_snap *s, struct bio *bio)
+static int snap_serve_read(struct dbd_snap *s, struct page **win,
+			   struct bio *bio)
 {
 	struct bio_vec bv;
 	struct bvec_iter iter;
@@ -559,12 +569,12 @@ static int snap_serve_read(struct dbd_snap *s, struct bio *bio)
 				wn = min_t(u64, last - blk + 1,
 					   DBD_WINDOW_BLOCKS);
 				wn = min_t(u64, wn, dev_blocks - blk);
-				ret = snap_load_window(s, wfirst, wn);
+				ret = snap_load_window(s, win, wfirst, wn);
 				if (ret)
 					return ret;
 			}
 			dst = kmap_local_page(bv.bv_page);
-			src = kmap_local_page(s->win[blk - wfirst]);
+			src = kmap_local_page(win[blk - wfirst]);
 			memcpy(dst + bv.bv_offset + done, src + off, len);
 			kunmap_local(src);
 			kunmap_local(dst);
@@ -577,7 +587,8 @@ static int snap_serve_read(struct dbd_snap *s, struct bio *bio)
 
 static int snap_rd_thread(void *data)
 {
-	struct dbd_snap *s = data;
+	struct dbd_reader *r = data;
+	struct dbd_snap *s = r->s;
 	struct bio *bio;
 	unsigned int noio = memalloc_noio_save();
 	int ret;
@@ -598,7 +609,7 @@ static int snap_rd_thread(void *data)
 		} else if (!(READ_ONCE(s->dev->state) & DBD_STATE_ACTIVE)) {
 			bio->bi_status = BLK_STS_DEV_RESOURCE;	/* dormant */
 		} else {
-			ret = snap_serve_read(s, bio);
+			ret = snap_serve_read(s, r->win, bio);
 			if (ret == -EAGAIN) {
 				bio->bi_status = BLK_STS_DEV_RESOURCE;
 			} else if (ret) {
@@ -615,10 +626,59 @@ static int snap_rd_thread(void *data)
 
 /* ------------------------------------------------------- engine life */
 
+static void snap_readers_stop(struct dbd_snap *s)
+{
+	unsigned int i, j;
+
+	WRITE_ONCE(s->stop_rd, true);
+	wake_up_all(&s->rd_wq);
+	for (i = 0; i < DBD_READERS; i++) {
+		struct dbd_reader *r = s->rd[i];
+
+		if (!r)
+			continue;
+		if (r->task) {
+			kthread_stop(r->task);
+			put_task_struct(r->task);
+		}
+		for (j = 0; j < DBD_WINDOW_BLOCKS; j++)
+			if (r->win[j])
+				__free_page(r->win[j]);
+		kfree(r);
+		s->rd[i] = NULL;
+	}
+}
+
+static int snap_readers_start(struct dbd_snap *s)
+{
+	unsigned int i, j;
+
+	for (i = 0; i < DBD_READERS; i++) {
+		struct dbd_reader *r = kzalloc(sizeof(*r), GFP_KERNEL);
+
+		if (!r)
+			return -ENOMEM;
+		s->rd[i] = r;
+		r->s = s;
+		for (j = 0; j < DBD_WINDOW_BLOCKS; j++) {
+			r->win[j] = alloc_page(GFP_KERNEL);
+			if (!r->win[j])
+				return -ENOMEM;
+		}
+		r->task = kthread_run(snap_rd_thread, r, "datto_snap_rd%u.%u",
+				      s->dev->minor, i);
+		if (IS_ERR(r->task)) {
+			r->task = NULL;
+			return -ENOMEM;
+		}
+		get_task_struct(r->task);
+	}
+	return 0;
+}
+
 struct dbd_snap *dbd_snap_create(struct dbd_dev *dev, struct dbd_cow *cow)
 {
 	struct dbd_snap *s = kvzalloc(sizeof(*s), GFP_KERNEL);
-	unsigned int i;
 
 	if (!s)
 		return ERR_PTR(-ENOMEM);
@@ -635,11 +695,6 @@ struct dbd_snap *dbd_snap_create(struct dbd_dev *dev, struct dbd_cow *cow)
 			   GFP_KERNEL);
 	if (!s->done || !s->claim || !s->self)
 		goto err;
-	for (i = 0; i < DBD_WINDOW_BLOCKS; i++) {
-		s->win[i] = alloc_page(GFP_KERNEL);
-		if (!s->win[i])
-			goto err;
-	}
 	spin_lock_init(&s->lock);
 	bio_list_init(&s->held);
 	bio_list_init(&s->reads);
@@ -659,19 +714,16 @@ struct dbd_snap *dbd_snap_create(struct dbd_dev *dev, struct dbd_cow *cow)
 				  dev->minor);
 	if (IS_ERR(s->mrf_task))
 		goto err_mrf;
-	s->rd_task = kthread_run(snap_rd_thread, s, "datto_snap_rd%u",
-				 dev->minor);
-	if (IS_ERR(s->rd_task))
+	if (snap_readers_start(s))
 		goto err_rd;
 	set_user_nice(s->cow_task, MIN_NICE);
 	set_user_nice(s->mrf_task, MIN_NICE);
 	get_task_struct(s->cow_task);
 	get_task_struct(s->mrf_task);
-	get_task_struct(s->rd_task);
 	return s;
 
 err_rd:
-	s->rd_task = NULL;
+	snap_readers_stop(s);
 	WRITE_ONCE(s->stop_mrf, true);
 	kthread_stop(s->mrf_task);
 err_mrf:
@@ -681,9 +733,6 @@ err_mrf:
 err_cow:
 	s->cow_task = NULL;
 err:
-	for (i = 0; i < DBD_WINDOW_BLOCKS; i++)
-		if (s->win[i])
-			__free_page(s->win[i]);
 	kvfree(s->done);
 	kvfree(s->claim);
 	kvfree(s->self);
@@ -750,13 +799,9 @@ void dbd_snap_stop(struct dbd_snap *s)
 /* the snapshot disk must be gone: serve queued reads, free */
 void dbd_snap_free(struct dbd_snap *s)
 {
-	unsigned int i;
-
 	dbd_snap_stop(s);
-	snap_stop_task(&s->rd_task, &s->stop_rd, &s->rd_wq);
+	snap_readers_stop(s);
 	xa_destroy(&s->pending);
-	for (i = 0; i < DBD_WINDOW_BLOCKS; i++)
-		__free_page(s->win[i]);
 	kvfree(s->done);
 	kvfree(s->claim);
 	kvfree(s->self);

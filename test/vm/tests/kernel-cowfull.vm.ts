@@ -75,8 +75,14 @@ export async function autoExpandGrows(t: VmContext): Promise<void> {
   t.ioctl.setup(0, part, `${mnt}/.datto`, 1);
   t.ioctl.autoExpand(0, 4, 1);
   overwrite(t, mnt);
-  const info = t.ioctl.info(0);
+  // the COW thread appends (and grows the file) after the writes completed: wait for it (bounded)
+  let info = t.ioctl.info(0);
+  for (let i = 0; i < 100 && info.error === 0 && info.nr_changed_blocks < 6144; i++) {
+    t.sh('sleep 0.2');
+    info = t.ioctl.info(0);
+  }
   assert.equal(info.error, 0, `snapshot failed: ${info.error}`);
+  assert.ok(info.nr_changed_blocks >= 6144, `nr_changed_blocks ${info.nr_changed_blocks}`);
   assert.ok(info.falloc_size > 24 * 1048576, `COW file did not grow: ${info.falloc_size}`);
   assert.equal((info.falloc_size - 1048576) % (4 * 1048576), 0, 'grows in steps of step_size');
   t.ioctl.destroy(0);
