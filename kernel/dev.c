@@ -469,6 +469,9 @@ static void mount_suspend(const struct vfsmount *mnt,
 		f = dev->cow->filp;
 		if (mnt ? f->f_path.mnt != mnt : file_inode(f)->i_sb != sb)
 			continue;
+		/* what the incremental engine still holds goes in first */
+		if (dev->inc)
+			dbd_inc_flush(dev->inc);
 		ret = dbd_cow_suspend(dev->cow);
 		if (ret) {
 			dbd_err("error closing cow file of device %u: %d",
