@@ -22,7 +22,8 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { COW_BLOCK_SIZE, COW_HEADER_SIZE, COW_MAGIC, FLAG_CLEAN, FLAG_INDEX_ONLY, MIB } from '../src/abi/constants.js';
 import { nodeIo } from '../src/driver/node-file.js';
-import type { Backend, DeviceInfo, DriverControl } from '../src/driver/types.js';
+import { infoOnlyControl } from './lib/info-only-control.js';
+import type { Backend, DeviceInfo } from '../src/driver/types.js';
 import { encodeEntries, encodeHeader, geometry, uuidHex } from '../src/format/index.js';
 import { nodeAsyncIo, updateImgAsync } from '../src/cli/update-img-core.js';
 
@@ -100,23 +101,7 @@ function cowFile(sizeBytes: number, marks: Uint8Array, uuid: Uint8Array): Uint8A
 function fixtureBackend(snapshotFile: string, info: DeviceInfo): Backend {
   const io = nodeIo();
   const map = (p: string) => (p === '/dev/datto0' ? snapshotFile : p);
-  const refuse = () => {
-    throw new Error('not used by update-img');
-  };
-  const ctl: DriverControl = {
-    setupSnapshot: refuse,
-    reloadSnapshot: refuse,
-    reloadIncremental: refuse,
-    destroy: refuse,
-    transitionToIncremental: refuse,
-    transitionToSnapshot: refuse,
-    reconfigure: refuse,
-    getFreeMinor: refuse,
-    expandCowFile: refuse,
-    reconfigureAutoExpand: refuse,
-    procInfo: refuse,
-    info: () => info,
-  };
+  const ctl = infoOnlyControl(() => info);
   return {
     name: 'kernel',
     ctl,

@@ -20,7 +20,8 @@ import { closeSync, fsyncSync, openSync, writeSync } from 'node:fs';
 import type { VmContext } from '../../test/vm/guest/api.js';
 import { COW_BLOCK_SIZE, COW_HEADER_SIZE, MIB } from '../../src/abi/constants.js';
 import { nodeIo } from '../../src/driver/node-file.js';
-import type { Backend, DeviceInfo, DriverControl } from '../../src/driver/types.js';
+import type { Backend, DeviceInfo } from '../../src/driver/types.js';
+import { infoOnlyControl } from '../lib/info-only-control.js';
 import { DEFAULT_MERGE_GAP, DEFAULT_PARALLEL, nodeAsyncIo, updateImgAsync } from '../../src/cli/update-img-core.js';
 import { ensureBenchDisks } from '../guest/bench-fs.js';
 import { Recorder } from '../guest/record.js';
@@ -96,26 +97,10 @@ function guestBackend(t: VmContext): Backend {
     version: i.version,
     nrChangedBlocks: i.nr_changed_blocks,
   };
-  const refuse = (): never => {
-    throw new Error('not used by update-img');
-  };
-  const ctl: DriverControl = {
-    setupSnapshot: refuse,
-    reloadSnapshot: refuse,
-    reloadIncremental: refuse,
-    destroy: refuse,
-    transitionToIncremental: refuse,
-    transitionToSnapshot: refuse,
-    reconfigure: refuse,
-    getFreeMinor: refuse,
-    expandCowFile: refuse,
-    reconfigureAutoExpand: refuse,
-    procInfo: refuse,
-    info: (m) => {
-      if (m !== MINOR) throw new Error(`unexpected minor ${m}`);
-      return info;
-    },
-  };
+  const ctl = infoOnlyControl((m) => {
+    if (m !== MINOR) throw new Error(`unexpected minor ${m}`);
+    return info;
+  });
   return { name: 'kernel', ctl, io: nodeIo() };
 }
 

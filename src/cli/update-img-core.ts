@@ -439,6 +439,20 @@ function flushFailed(opts: UpdateImgOptions, e: unknown): UpdateImgError {
 }
 
 /**
+ * Open the snapshot device, the COW file and the image (each pushed to
+ * `files` for the caller to close) and validate them; no write yet.
+ */
+function openAndValidate(backend: Backend, opts: UpdateImgOptions, files: BlockFile[]) {
+  const snap = open(backend, opts.snapshot, 'snapshot device', false);
+  files.push(snap);
+  const cowFile = open(backend, opts.cow, 'cow file', false);
+  files.push(cowFile);
+  const image = open(backend, opts.image, 'image file', true);
+  files.push(image);
+  return { snap, image, v: validateUpdate(backend, snap, cowFile, image, opts) };
+}
+
+/**
  * Validate, then copy every changed block, one I/O at a time, synchronously
  * (for in-process callers on the emulator); throws UpdateImgError if
  * validation fails. The CLI uses updateImgAsync.
@@ -447,14 +461,7 @@ export function updateImg(backend: Backend, opts: UpdateImgOptions): UpdateImgRe
   const maxIo = checkedMaxIo(opts);
   const files: BlockFile[] = [];
   try {
-    const snap = open(backend, opts.snapshot, 'snapshot device', false);
-    files.push(snap);
-    const cowFile = open(backend, opts.cow, 'cow file', false);
-    files.push(cowFile);
-    const image = open(backend, opts.image, 'image file', true);
-    files.push(image);
-
-    const v = validateUpdate(backend, snap, cowFile, image, opts);
+    const { snap, image, v } = openAndValidate(backend, opts, files);
     opts.onValidated?.(v);
     const start = performance.now();
     const t = new Tally(v, opts.onProgress);
@@ -524,14 +531,7 @@ export async function updateImgAsync(backend: Backend, opts: UpdateImgAsyncOptio
   const files: BlockFile[] = [];
   const asyncFiles: AsyncBlockFile[] = [];
   try {
-    const snap = open(backend, opts.snapshot, 'snapshot device', false);
-    files.push(snap);
-    const cowFile = open(backend, opts.cow, 'cow file', false);
-    files.push(cowFile);
-    const image = open(backend, opts.image, 'image file', true);
-    files.push(image);
-
-    const v = validateUpdate(backend, snap, cowFile, image, opts);
+    const { snap, image, v } = openAndValidate(backend, opts, files);
     let src = asyncOf(snap);
     let dst = asyncOf(image);
     if (opts.dataIo) {
