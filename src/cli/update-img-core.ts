@@ -15,6 +15,7 @@ import { COW_BLOCK_SIZE, COW_HEADER_SIZE, FLAG_CLEAN, FLAG_INDEX_ONLY, SECTOR_SI
 import { isDriverError } from '../driver/errors.js';
 import type { Backend, BlockFile, DeviceInfo } from '../driver/types.js';
 import { decodeEntries, decodeHeader, isFormatError, uuidHex, validateCowFile, type CowHeader } from '../format/index.js';
+import type { NativeCopyWindows } from '../native/index.js';
 
 export type UpdateImgErrorCode =
   | 'OPEN_FAILED'
@@ -80,7 +81,7 @@ export interface UpdateImgValidation {
 export interface UpdateImgResult extends UpdateImgValidation {
   copiedBlocks: number;
   errorBlocks: number;
-  /** First failing block numbers (at most 16) with their errno names. */
+  /** The lowest failed block numbers (at most 16) with their errno names, in block order. */
   failures: { block: number; code: string }[];
   bytesCopied: number;
   /** Bytes read from the snapshot device (more than bytesCopied when small gaps were read over). */
@@ -267,7 +268,34 @@ export interface UpdateImgAsyncOptions extends UpdateImgOptions {
    * ones, and only the changed blocks are written.
    */
   mergeGapBytes?: number;
+  /**
+   * Copy with the native engine (src/native copyWindows: one call copies a
+   * batch of windows on `parallel` POSIX threads) instead of JavaScript I/O.
+   * Windows it fails on are copied again by the JavaScript path (through
+   * dataIo or the backend's files), block by block where needed, so the
+   * result is the same as without it. Only for backends whose paths are real
+   * files (the kernel backend).
+   */
+  native?: NativeCopyEngine;
 }
+
+/** update-img's native copy engine and how to drive it. */
+export interface NativeCopyEngine {
+  copyWindows: NativeCopyWindows;
+  /** Rewrites the snapshot and image paths before the engine opens them (tests and benchmarks name a file /dev/datto0). */
+  map?: (path: string) => string;
+  /** Read the snapshot with O_DIRECT where it accepts it (default false: buffered, like dd). */
+  direct?: boolean;
+  /** Windows per native call (default 16384), so the plan stays small on a large volume. */
+  batchWindows?: number;
+  /** Progress is reported this often while a batch runs (default 100 ms). */
+  progressMs?: number;
+}
+
+/** Default of NativeCopyEngine.batchWindows. */
+export const NATIVE_BATCH_WINDOWS = 16384;
+/** A batch's plan holds at most this many numbers (8 MiB), however many parts its windows have. */
+const NATIVE_PLAN_MAX = 1 << 20;
 
 /** Default of mergeGapBytes: below this, reading the gap costs less than one more small read. */
 export const DEFAULT_MERGE_GAP = 128 << 10;
@@ -408,9 +436,17 @@ class Tally {
     this.progress = { doneBytes: 0, totalBytes, doneBlocks: 0, totalBlocks: v.changedBlocks, errorBlocks: 0 };
   }
 
+  /** Count a failed block; the 16 lowest failed block numbers are kept, whatever order the copies fail in. */
   fail(block: number, code: string): void {
     this.progress.errorBlocks++;
-    if (this.failures.length < 16) this.failures.push({ block, code });
+    if (this.failures.length === 16) {
+      let max = 0;
+      for (let i = 1; i < 16; i++) if (this.failures[i]!.block > this.failures[max]!.block) max = i;
+      if (this.failures[max]!.block < block) return;
+      this.failures[max] = { block, code };
+      return;
+    }
+    this.failures.push({ block, code });
   }
 
   runDone(count: number): void {
@@ -611,6 +647,96 @@ export async function updateImgAsync(backend: Backend, opts: UpdateImgAsyncOptio
       }
     };
 
+    /** Copy the windows on native threads, batch by batch; windows the engine failed on go through copyWindow. */
+    const copyNative = async (nat: NativeCopyEngine): Promise<void> => {
+      const map = nat.map ?? ((p: string) => p);
+      const batchMax = nat.batchWindows ?? NATIVE_BATCH_WINDOWS;
+      if (!Number.isInteger(batchMax) || batchMax < 1) throw new RangeError('batchWindows must be a positive integer');
+      const nativeOpts = { parallel, maxIo, direct: nat.direct ?? false, snapshotBytes: v.snapshotBytes };
+      const progress = new BigInt64Array(4);
+      let buf: Uint8Array | undefined;
+      const nextBatch = (): { ws: CopyWindow[]; plan: Float64Array } | undefined => {
+        const ws: CopyWindow[] = [];
+        let len = 0;
+        try {
+          while (ws.length < batchMax && len < NATIVE_PLAN_MAX) {
+            const n = windows.next();
+            if (n.done) break;
+            ws.push(n.value);
+            len += 3 + 2 * n.value.parts.length;
+          }
+        } catch (e) {
+          // The index could not be read again: copy what was planned, then stop.
+          fatal = { error: e };
+        }
+        if (ws.length === 0) return undefined;
+        const plan = new Float64Array(len);
+        let i = 0;
+        for (const w of ws) {
+          plan[i++] = w.first;
+          plan[i++] = w.count;
+          plan[i++] = w.parts.length;
+          for (const [first, count] of w.parts) {
+            plan[i++] = first;
+            plan[i++] = count;
+          }
+        }
+        return { ws, plan };
+      };
+      let batch = nextBatch();
+      for (let nth = 0; batch; nth++) {
+        const { ws, plan } = batch;
+        progress.fill(0n);
+        const base = { doneBytes: t.progress.doneBytes, doneBlocks: t.progress.doneBlocks };
+        const report = (): void => {
+          t.progress.doneBytes = base.doneBytes + Number(Atomics.load(progress, 0));
+          t.progress.doneBlocks = base.doneBlocks + Number(Atomics.load(progress, 2));
+          opts.onProgress?.({ ...t.progress });
+        };
+        const running = nat.copyWindows(map(opts.snapshot), map(opts.image), plan, nativeOpts, progress);
+        const timer = opts.onProgress ? setInterval(report, nat.progressMs ?? 100) : undefined;
+        // Plan the next batch while this one is copied.
+        const next = fatal ? undefined : nextBatch();
+        let results: Int32Array;
+        try {
+          results = await running;
+        } catch (e) {
+          const code = errCode(e);
+          if (typeof (e as { errno?: unknown })?.errno !== 'number') throw e;
+          // The first batch opens the files before anything is written.
+          if (nth === 0) throw new UpdateImgError('OPEN_FAILED', `native copy: ${e instanceof Error ? e.message : String(e)}`, '', code);
+          throw new UpdateImgError('IO_ERROR', `native copy stopped: ${e instanceof Error ? e.message : String(e)}`, 'the image is incomplete', code);
+        } finally {
+          if (timer) clearInterval(timer);
+        }
+        t.progress.doneBytes = base.doneBytes;
+        t.progress.doneBlocks = base.doneBlocks;
+        const failed: CopyWindow[] = [];
+        for (let i = 0; i < ws.length; i++) {
+          const w = ws[i]!;
+          if (results[i] !== 0) {
+            failed.push(w);
+            continue;
+          }
+          // What the JavaScript path counts for a window copied without error.
+          t.ios++;
+          t.bytesRead += span(w.first, w.count).len;
+          for (const [first, count] of w.parts) {
+            t.copied += count;
+            t.progress.doneBytes += span(first, count).len;
+            t.progress.doneBlocks += count;
+          }
+        }
+        opts.onProgress?.({ ...t.progress });
+        for (const w of failed) {
+          buf ??= new Uint8Array(maxIo);
+          await copyWindow(buf, w);
+          t.runDone(w.parts.reduce((a, [, c]) => a + c, 0));
+        }
+        batch = next;
+      }
+    };
+
     const worker = async (): Promise<void> => {
       let buf = new Uint8Array(0);
       for (;;) {
@@ -630,7 +756,8 @@ export async function updateImgAsync(backend: Backend, opts: UpdateImgAsyncOptio
         t.runDone(w.parts.reduce((a, [, c]) => a + c, 0));
       }
     };
-    await Promise.all(Array.from({ length: parallel }, worker));
+    if (opts.native) await copyNative(opts.native);
+    else await Promise.all(Array.from({ length: parallel }, worker));
     if (fatal) {
       const e = fatal.error;
       if (e instanceof UpdateImgError) throw new UpdateImgError('IO_ERROR', `${e.message}; the copy stopped`, 'the image is incomplete', e.errnoCode);

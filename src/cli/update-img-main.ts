@@ -11,7 +11,17 @@ import type { Backend } from '../driver/types.js';
 import { BackendChoiceError, backendName, createBackend } from './backend-select.js';
 import { formatBytes } from './info-format.js';
 import { ProgressBar } from './progress.js';
-import { DEFAULT_MERGE_GAP, DEFAULT_PARALLEL, nodeAsyncIo, updateImgAsync, UpdateImgError, type AsyncDataIo, type UpdateImgResult } from './update-img-core.js';
+import { loadNativeCopy } from '../native/index.js';
+import {
+  DEFAULT_MERGE_GAP,
+  DEFAULT_PARALLEL,
+  nodeAsyncIo,
+  updateImgAsync,
+  UpdateImgError,
+  type AsyncDataIo,
+  type NativeCopyEngine,
+  type UpdateImgResult,
+} from './update-img-core.js';
 import { TOOLS_VERSION } from './version.js';
 
 // The copies in flight run on libuv's thread pool (4 threads by default). Its
@@ -43,6 +53,47 @@ export interface UpdateImgMainOptions {
    * synchronous files) for an injected backend.
    */
   dataIo?: AsyncDataIo;
+  /**
+   * The native copy engine to use unless `--engine js` is given. Default: the
+   * binding's copyWindows for the kernel backend created from the command
+   * line (when it loads), none for an injected backend.
+   */
+  native?: NativeCopyEngine;
+}
+
+export type UpdateImgEngine = 'native' | 'js';
+const ENGINES: readonly UpdateImgEngine[] = ['native', 'js'];
+
+/** `--engine` or DBD_UPDATE_IMG_ENGINE could not be honoured (nothing was written). */
+class EngineChoiceError extends Error {}
+
+/**
+ * The copy engine: `forced` (--engine, else DBD_UPDATE_IMG_ENGINE) or, by
+ * default, the native one when available. The native engine copies real
+ * files, so it needs the kernel backend or an injected engine.
+ */
+function selectEngine(
+  forced: string | undefined,
+  backend: Backend,
+  opts: UpdateImgMainOptions,
+  env: NodeJS.ProcessEnv,
+): { engine: UpdateImgEngine; native?: NativeCopyEngine } {
+  if (forced !== undefined && !(ENGINES as readonly string[]).includes(forced)) {
+    throw new EngineChoiceError(`DBD_UPDATE_IMG_ENGINE must be native or js, got "${forced}"`);
+  }
+  if (forced === 'js') return { engine: 'js' };
+  if (opts.native) return { engine: 'native', native: opts.native };
+  if (!opts.backend && backend.name === 'kernel') {
+    const n = loadNativeCopy(env);
+    if ('copyWindows' in n) {
+      // DBD_UPDATE_IMG_DIRECT=1: read the snapshot device with O_DIRECT (where it accepts it).
+      return { engine: 'native', native: { copyWindows: n.copyWindows, direct: env['DBD_UPDATE_IMG_DIRECT'] === '1' } };
+    }
+    if (forced === 'native') throw new EngineChoiceError(`the native copy engine is unavailable: ${n.unavailable}`);
+    return { engine: 'js' };
+  }
+  if (forced === 'native') throw new EngineChoiceError(`the native copy engine copies real files: it needs the kernel backend (this is the ${backend.name} backend)`);
+  return { engine: 'js' };
 }
 
 const HELP_AFTER = `
@@ -100,6 +151,7 @@ export async function main(argv: string[], opts: UpdateImgMainOptions = {}): Pro
   let outBuf = '';
   let errBuf = '';
   let result: UpdateImgResult | undefined;
+  let engine: UpdateImgEngine = 'js';
 
   const emitJson = (v: unknown) => stdout(JSON.stringify(v, null, 2) + '\n');
 
@@ -115,13 +167,16 @@ export async function main(argv: string[], opts: UpdateImgMainOptions = {}): Pro
     .addOption(new Option('--parallel <n>', 'copies in flight at once').argParser(parseParallel).default(DEFAULT_PARALLEL))
     .addOption(new Option('--merge-gap <bytes>', 'read over unchanged gaps up to this size (0: never)').argParser(parseMergeGap).default(DEFAULT_MERGE_GAP, '128 KiB'))
     .addOption(new Option('--backend <name>').choices(['kernel', 'emulator']).hideHelp())
+    .addOption(new Option('--engine <name>').choices(ENGINES).hideHelp())
     .exitOverride()
     .configureOutput({ writeOut: (s) => (outBuf += s), writeErr: (s) => (errBuf += s) })
     .showHelpAfterError("(run 'update-img --help' for usage)")
     .addHelpText('after', HELP_AFTER)
-    .action(async (snapshot: string, cow: string, image: string, o: { progress: boolean; maxIo: number; parallel: number; mergeGap: number; backend?: string }) => {
+    .action(async (snapshot: string, cow: string, image: string, o: { progress: boolean; maxIo: number; parallel: number; mergeGap: number; backend?: string; engine?: string }) => {
       const backend = opts.backend ?? (await createBackend(backendName(o.backend, env)));
       const dataIo = opts.dataIo ?? (!opts.backend && backend.name === 'kernel' ? nodeAsyncIo() : undefined);
+      const chosen = selectEngine(o.engine ?? env['DBD_UPDATE_IMG_ENGINE'], backend, opts, env);
+      engine = chosen.engine;
       const bar = tty && o.progress && !json ? new ProgressBar(stderr) : undefined;
       let last = { doneBytes: 0, totalBytes: 0 };
       result = await updateImgAsync(backend, {
@@ -132,6 +187,7 @@ export async function main(argv: string[], opts: UpdateImgMainOptions = {}): Pro
         parallel: o.parallel,
         mergeGapBytes: o.mergeGap,
         ...(dataIo ? { dataIo } : {}),
+        ...(chosen.native ? { native: chosen.native } : {}),
         onValidated: (v) => {
           if (!json) stdout(`snapshot is ${v.snapshotBlocks} blocks large\ncopying blocks\n`);
         },
@@ -157,7 +213,7 @@ export async function main(argv: string[], opts: UpdateImgMainOptions = {}): Pro
       else stderr(errBuf || `update-img: ${message}\n`);
       return UPDATE_IMG_EXIT.USAGE;
     }
-    if (e instanceof BackendChoiceError) {
+    if (e instanceof BackendChoiceError || e instanceof EngineChoiceError) {
       if (json) emitJson({ ok: false, exitCode: UPDATE_IMG_EXIT.USAGE, error: { code: 'EUSAGE', message: e.message } });
       else stderr(`update-img: ${e.message}\n`);
       return UPDATE_IMG_EXIT.USAGE;
@@ -200,6 +256,7 @@ export async function main(argv: string[], opts: UpdateImgMainOptions = {}): Pro
       cowSeqid: r.header.seqid,
       snapshotSeqid: r.info.seqid,
       uuid: r.info.uuid,
+      engine,
     });
   } else {
     // The first two summary lines were printed when validation passed.

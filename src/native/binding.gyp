@@ -7,7 +7,7 @@
   "targets": [
     {
       "target_name": "dattobd_native",
-      "sources": ["dattobd_native.cc"],
+      "sources": ["dattobd_native.cc", "copy_engine.cc"],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
         "../../kernel/include/uapi"

@@ -24,31 +24,13 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include "copy_engine.h"
 #include "dattobd.h"
+#include "native_errors.h"
 
 namespace {
 
 std::string g_ctl_path = "/dev/datto-ctl";
-
-std::string ErrnoName(int err)
-{
-	const char *name = strerrorname_np(err);
-	return name ? std::string(name) : "E" + std::to_string(err);
-}
-
-Napi::Error ErrnoError(Napi::Env env, int err, const char *syscall,
-		       const std::string &path, const std::string &what)
-{
-	std::string msg = what + ": " + ErrnoName(err) + " (" + strerror(err) +
-			  ")";
-	Napi::Error e = Napi::Error::New(env, msg);
-	Napi::Object o = e.Value();
-	o.Set("errno", Napi::Number::New(env, err));
-	o.Set("code", Napi::String::New(env, ErrnoName(err)));
-	o.Set("syscall", Napi::String::New(env, syscall));
-	o.Set("path", Napi::String::New(env, path));
-	return e;
-}
 
 /* Issue one ioctl on the control device; throws on failure. */
 long CtlIoctl(Napi::Env env, unsigned long cmd, void *arg, const char *what)
@@ -421,6 +403,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports)
 	exports.Set("setControlPath", Napi::Function::New(env, SetControlPath));
 	exports.Set("getControlPath", Napi::Function::New(env, GetControlPath));
 	exports.Set("abi", AbiObject(env));
+	InitCopyEngine(env, exports);
 	return exports;
 }
 

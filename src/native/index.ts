@@ -30,9 +30,46 @@ export interface NativeInfo {
 export interface NativeErrnoError extends Error {
   errno: number;
   code: string;
-  syscall: 'open' | 'ioctl';
+  syscall: 'open' | 'ioctl' | 'posix_memalign';
   path: string;
 }
+
+/** Options of copyWindows (see src/native/copy_engine.cc). */
+export interface NativeCopyOptions {
+  /** Copy threads (1..256), each with its own buffer of maxIo bytes. */
+  parallel: number;
+  /** Largest window in bytes (a multiple of 4096, at most 64 MiB). */
+  maxIo: number;
+  /** Read the source with O_DIRECT; falls back to buffered reads where the file refuses it (EINVAL). */
+  direct: boolean;
+  /** Size of the snapshot: windows and parts are clamped to it (the partial last block). */
+  snapshotBytes: number;
+}
+
+/** Slots of copyWindows' progress array (a BigInt64Array of `length` entries). */
+export interface NativeCopyProgressSlots {
+  /** Bytes of changed data written by the windows that completed without error. */
+  readonly bytesWritten: 0;
+  /** Windows finished, with or without error. */
+  readonly windowsDone: 1;
+  /** Changed blocks of the windows that completed without error. */
+  readonly blocksWritten: 2;
+  /** 1 when the reads use O_DIRECT, 0 when buffered. */
+  readonly direct: 3;
+  readonly length: 4;
+}
+
+/**
+ * copyWindows(src, dst, plan, opts, progress): copy read windows from src to
+ * dst on native threads. `plan` lists windows in 4096-byte blocks:
+ * [first, count, nparts, part0first, part0count, ...] repeated; each window
+ * is read with one pread, each part (changed run) written with one pwrite.
+ * Resolves to one entry per window: 0, or the errno of the failed read or
+ * write. Rejects with a NativeErrnoError (syscall 'open') when a file cannot
+ * be opened, before anything is written. Never fsyncs. `progress` is updated
+ * atomically while it runs (read it with Atomics.load).
+ */
+export type NativeCopyWindows = (src: string, dst: string, plan: Float64Array, opts: NativeCopyOptions, progress: BigInt64Array) => Promise<Int32Array>;
 
 export interface NativeBinding {
   /** Paths may be null to pass a NULL pointer to the kernel. */
@@ -56,6 +93,9 @@ export interface NativeBinding {
   /** Override the control device path (default /dev/datto-ctl); for tests. */
   setControlPath(path: string): void;
   getControlPath(): string;
+  /** update-img's native copy engine (absent from builds older than it). */
+  copyWindows?: NativeCopyWindows;
+  readonly COPY_PROGRESS?: NativeCopyProgressSlots;
   /** The ABI as the C++ compiler saw kernel/include/uapi/dattobd.h. */
   readonly abi: { ioctl: Record<string, number>; structSize: Record<string, number> };
 }
@@ -102,4 +142,19 @@ export function isNativeErrnoError(e: unknown): e is NativeErrnoError {
     typeof (e as Partial<NativeErrnoError>).errno === 'number' &&
     typeof (e as Partial<NativeErrnoError>).code === 'string'
   );
+}
+
+/**
+ * The native copy engine, or why it is unavailable (binding not built, or
+ * built before copyWindows existed).
+ */
+export function loadNativeCopy(env: NodeJS.ProcessEnv = process.env): { copyWindows: NativeCopyWindows } | { unavailable: string } {
+  let b: NativeBinding;
+  try {
+    b = loadNative(env);
+  } catch (e) {
+    return { unavailable: e instanceof Error ? e.message : String(e) };
+  }
+  if (typeof b.copyWindows !== 'function') return { unavailable: 'the native binding predates copyWindows: rebuild it with `npm run build:native`' };
+  return { copyWindows: b.copyWindows.bind(b) };
 }
