@@ -550,12 +550,16 @@ export function updateImg(backend: Backend, opts: UpdateImgOptions): UpdateImgRe
 
 /**
  * Validate, then copy every changed block with up to `parallel` copies in
- * flight: each copy reads one run of adjacent changed blocks (at most
- * maxIoBytes) from the snapshot device and writes it to the image as soon as
- * the read completed. A run that fails is retried block by block, so only
- * the failing blocks are reported and every other block is still copied.
- * Nothing is written before validation passed; the image is flushed (fsync)
- * at the end. Throws UpdateImgError if validation or the flush fails.
+ * flight: each copy reads one window (changed runs and the small unchanged
+ * gaps between them, at most maxIoBytes) from the snapshot device and writes
+ * its changed runs to the image as soon as the read completed. A window that
+ * fails is retried run by run, then block by block, so only the failing
+ * blocks are reported and every other block is still copied. With
+ * `native`, the windows are copied in batches by the native engine's
+ * threads and only the windows it failed on take the JavaScript path; the
+ * result is the same. Nothing is written before validation passed; the image
+ * is flushed (fsync) once at the end. Throws UpdateImgError if validation or
+ * the flush fails.
  */
 export async function updateImgAsync(backend: Backend, opts: UpdateImgAsyncOptions): Promise<UpdateImgResult> {
   const maxIo = checkedMaxIo(opts);
