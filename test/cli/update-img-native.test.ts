@@ -188,6 +188,31 @@ describe.skipIf(!copyWindows)(`native copy engine${skipReason}`, () => {
     expectImageIsSnapshot(files);
   });
 
+  it('reports progress from the counters of the engine while a batch runs', async () => {
+    const c = await backupCycle({ writes: [[2 * MIB, 4 * MIB]] });
+    const files = realFiles(c, tempDir());
+    const map = mapper(c, files.snap, files.imgNative);
+    const seen: UpdateImgProgress[] = [];
+    let resolvedAt = -1;
+    // the batch's promise settles 300 ms after the copy finished: reports in between read the counters
+    const slow: NativeCopyWindows = async (...a) => {
+      const r = await copyWindows!(...a);
+      await new Promise((res) => setTimeout(res, 300));
+      resolvedAt = seen.length;
+      return r;
+    };
+    const r = await updateImgAsync(c.b, {
+      snapshot: '/dev/datto0', cow: c.oldCow, image: c.image, dataIo: nodeAsyncIo(map),
+      native: { copyWindows: slow, map, progressMs: 20 },
+      onProgress: (p) => seen.push(p),
+    });
+    expect(r).toMatchObject({ changedBlocks: 1024, copiedBlocks: 1024, errorBlocks: 0 });
+    expect(resolvedAt).toBeGreaterThan(3);
+    expect(seen[resolvedAt - 1]).toEqual({ doneBytes: 4 * MIB, totalBytes: 4 * MIB, doneBlocks: 1024, totalBlocks: 1024, errorBlocks: 0 });
+    expect(seen.at(-1)).toEqual(seen[resolvedAt - 1]);
+    expectImageIsSnapshot(files);
+  });
+
   it('copies the partial last block of a volume that is not a multiple of 4 KiB', async () => {
     const size = 16 * MIB - 2560;
     const c = await backupCycle({ sizeBytes: size, writes: [[size - 700, 700], [4090 * B, B]], falloc: 2 });
