@@ -14,7 +14,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { buildIoctlTool } from '../test/vm/lib/build.js';
+import { buildIoctlTool, ensureNativeBinding } from '../test/vm/lib/build.js';
 import { prepareKernels, type KernelInfo, type KernelName, KERNEL_NAMES } from '../test/vm/lib/kernels.js';
 import { vmDir } from '../test/vm/lib/paths.js';
 import { parseSize } from '../test/vm/lib/qemu.js';
@@ -142,9 +142,12 @@ async function main(): Promise<void> {
   const ks = cachedKernels(kernels()) ?? prepareKernels(kernels(), log);
   const tool = buildIoctlTool();
   if (!tool.ok) log(`dbd-ioctl did not build:\n${tool.output}`);
+  // the update-img guest case runs the CLI's native copy engine (src/native)
+  const native = await ensureNativeBinding();
+  if (native && !native.ok) log(`the node binding did not build (update-img falls back to its JS engine):\n${native.output}`);
   const tests = filterTests(await discoverTests(join(BENCH, 'vm')), env.DBD_BENCH_CASES);
   const runs: VmBenchRun[] = await pool(ks, jobs, (k) =>
-    runKernelBench(k, tests, tool.ko, { kernelSrc: src.dir, smp, memMiB, diskBytes: parseSize(disk), timeoutS: num(env.DBD_BENCH_TIMEOUT, 480), caseTimeoutS: num(env.DBD_BENCH_CASE_TIMEOUT, 200), params, keep: env.DBD_BENCH_KEEP === '1', verbose: env.DBD_BENCH_VERBOSE === '1' }, log),
+    runKernelBench(k, tests, tool.ko, { nativeAddon: native?.ko ?? null, kernelSrc: src.dir, smp, memMiB, diskBytes: parseSize(disk), timeoutS: num(env.DBD_BENCH_TIMEOUT, 480), caseTimeoutS: num(env.DBD_BENCH_CASE_TIMEOUT, 200), params, keep: env.DBD_BENCH_KEEP === '1', verbose: env.DBD_BENCH_VERBOSE === '1' }, log),
   );
 
   const phases: Record<string, number> = { 'setup and module builds': 0 };
@@ -221,6 +224,7 @@ function caseMetrics(name: string): string[] {
   if (name === 'snapshotWritesAndReads') return ['snap.', 'mem.snap.'];
   if (name === 'setupAndTransitionLatency') return ['lat.'];
   if (name === 'writeStormInflight') return ['mem.storm.'];
+  if (name === 'updateImgVsDd') return ['uimg.'];
   return [];
 }
 

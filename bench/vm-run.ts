@@ -31,6 +31,8 @@ export interface VmBenchOptions {
   params: BenchParams;
   keep: boolean;
   verbose: boolean;
+  /** the built node binding (DATTOBD_NATIVE in the guest), or null */
+  nativeAddon: string | null;
 }
 
 export interface VmBenchRun {
@@ -42,10 +44,11 @@ export interface VmBenchRun {
   bootSeconds: number;
 }
 
-function runnerScript(configPath: string, bundle: string): string {
+function runnerScript(configPath: string, bundle: string, nativeAddon: string | null): string {
   return [
     '#!/bin/sh',
     `cd ${JSON.stringify(REPO)} || exit 250`,
+    ...(nativeAddon ? [`export DATTOBD_NATIVE=${JSON.stringify(nativeAddon)}`] : []),
     `exec node --enable-source-maps ${JSON.stringify(bundle)} ${JSON.stringify(configPath)}`,
     '',
   ].join('\n');
@@ -84,7 +87,7 @@ export async function runKernelBench(k: KernelInfo, tests: TestFile[], tool: str
   const cfgPath = join(runDir, 'config.json');
   writeFileSync(cfgPath, JSON.stringify(cfg, null, 2));
   const bundle = await bundleGuest(tests, `bench-${k.name}`);
-  writeFileSync(join(runDir, 'guest.sh'), runnerScript(cfgPath, bundle), { mode: 0o755 });
+  writeFileSync(join(runDir, 'guest.sh'), runnerScript(cfgPath, bundle, o.nativeAddon), { mode: 0o755 });
   log(`boot [${k.name}] ${k.kver}: benchmark (${tests.reduce((a, t) => a + t.cases.length, 0)} cases)`);
   const boot = await bootGuest({
     kernel: k,

@@ -19,6 +19,8 @@ export interface FioJob {
   randseed?: number;
   ioengine?: string;
   iodepth?: number;
+  /** command fio runs before the job starts (exec_prerun), outside the job's timing */
+  prerun?: string;
 }
 
 export interface FioResult {
@@ -58,6 +60,7 @@ export function fioArgs(j: FioJob, extra: readonly string[] = []): string[] {
   if (j.randseed !== undefined) a.push(`--randseed=${j.randseed}`);
   if (j.ioSize) a.push(`--io_size=${j.ioSize}`);
   if (j.runtimeS) a.push('--time_based', `--runtime=${j.runtimeS}`);
+  if (j.prerun) a.push(`--exec_prerun=${j.prerun}`);
   return [...a, ...extra];
 }
 
@@ -146,7 +149,8 @@ export function fioBatch(t: VmContext, jobs: readonly FioJob[]): FioResult[] {
   });
   const budget = jobs.reduce((a, j) => a + (j.runtimeS ?? 60) + 30, 60) * 1000;
   const c0 = schedCounters();
-  const r = t.run(args, { timeoutMs: budget });
+  // cwd: fio writes a job's exec_prerun output to <job>.prerun.txt there (the guest's / is read-only)
+  const r = t.run(args, { timeoutMs: budget, cwd: '/tmp' });
   const c1 = schedCounters();
   const start = r.stdout.indexOf('{');
   if (start < 0) throw new Error(`fio printed no JSON:\n${r.stdout.slice(0, 2000)}`);

@@ -7,7 +7,7 @@ export interface MetricDef {
   /** comparisons are reported as traced/raw ratios per A/B pair */
   kind: 'ratio' | 'value';
   goal?: Figure['goal'];
-  section: 'throughput' | 'latency' | 'memory';
+  section: 'throughput' | 'latency' | 'memory' | 'update-img';
 }
 
 export const METRICS: Record<string, MetricDef> = {
@@ -30,6 +30,23 @@ export const METRICS: Record<string, MetricDef> = {
   'mem.inc.idle': { title: 'incremental mode, right after transition', kind: 'value', section: 'memory' },
   'mem.inc.written': { title: 'incremental mode, after the write runs', kind: 'value', section: 'memory' },
   'mem.storm.peak': { title: 'peak in-flight COW data under a write storm', kind: 'value', section: 'memory' },
+  ...updateImgMetrics(),
 };
+
+/** update-img against dd of the same byte count (issue 5), bench/vm/update-img.vm.ts */
+function updateImgMetrics(): Record<string, MetricDef> {
+  const out: Record<string, MetricDef> = {};
+  const goal: Figure['goal'] = { op: '>=', value: 0.9, of: 'value' };
+  for (const pattern of ['scattered', 'clustered'] as const) {
+    for (const percent of [1, 10, 50]) {
+      out[`uimg.${pattern}.${percent}`] = { title: `update-img vs dd, ${percent} % of the blocks changed, ${pattern}`, kind: 'value', goal, section: 'update-img' };
+    }
+  }
+  out['uimg.scattered.1.js'] = { title: 'update-img vs dd, 1 % scattered, JS copy engine', kind: 'value', section: 'update-img' };
+  out['uimg.scattered.10.direct'] = { title: 'update-img vs dd, 10 % scattered, O_DIRECT reads', kind: 'value', section: 'update-img' };
+  out['uimg.clustered.50.js'] = { title: 'update-img vs dd, 50 % clustered, JS copy engine', kind: 'value', section: 'update-img' };
+  out['uimg.method'] = { title: 'update-img benchmark method', kind: 'value', section: 'update-img' };
+  return out;
+}
 
 export const METRIC_ORDER = Object.keys(METRICS);

@@ -53,9 +53,9 @@ function throughputTable(k: KernelReport): string {
   return lines.join('\n');
 }
 
-function valueTable(k: KernelReport, section: 'latency' | 'memory'): string {
-  const rows = k.figures.filter((f) => METRICS[f.metric]?.section === section);
-  const head = section === 'latency' ? 'ms' : 'value';
+function valueTable(k: KernelReport, section: 'latency' | 'memory' | 'update-img'): string {
+  const rows = k.figures.filter((f) => METRICS[f.metric]?.section === section && f.metric !== 'uimg.method');
+  const head = section === 'latency' ? 'ms' : section === 'update-img' ? 'dd seconds / update-img seconds' : 'value';
   const lines = [`| figure | ${head}: median (min–max) | unit | goal | notes |`, '|---|---|---|---|---|'];
   for (const f of rows) {
     lines.push(`| ${f.title} | ${range(f.value)} | ${f.unit} | ${verdict(f)} | ${f.note ?? ''} |`);
@@ -76,6 +76,9 @@ function kernelSection(r: BenchResults, k: KernelReport): string {
     valueTable(k, 'memory'),
     '',
   );
+  const method = k.figures.find((f) => f.metric === 'uimg.method')?.note;
+  out.push('update-img against dd of the same byte count (`bench/vm/update-img.vm.ts`; ≥ 0.9 meets issue 5\'s goal):', '', valueTable(k, 'update-img'), '');
+  if (method && !method.startsWith('not ')) out.push(`Method: ${method}.`, '');
   return out.join('\n');
 }
 

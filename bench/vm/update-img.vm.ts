@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-only
 // update-img against dd in the guest, on the real module (issue 5): the
-// engine the CLI runs (updateImgAsync over node:fs, copies in flight on the
-// libuv thread pool) brings an image up to date from /dev/datto0 with 1 %,
+// engine the CLI runs (updateImgAsync with the native copy engine of
+// src/native when the binding loads, as the CLI does) brings an image up to date from /dev/datto0 with 1 %,
 // 10 % and 50 % of the blocks marked changed, scattered (single blocks at
 // random) and clustered (runs of 256 blocks = 1 MiB); dd copies the same
 // number of bytes from /dev/datto0 into the same image with 1 MiB blocks.
@@ -22,7 +22,8 @@ import { COW_BLOCK_SIZE, COW_HEADER_SIZE, MIB } from '../../src/abi/constants.js
 import { nodeIo } from '../../src/driver/node-file.js';
 import type { Backend, DeviceInfo } from '../../src/driver/types.js';
 import { infoOnlyControl } from '../lib/info-only-control.js';
-import { DEFAULT_MERGE_GAP, DEFAULT_PARALLEL, nodeAsyncIo, updateImgAsync } from '../../src/cli/update-img-core.js';
+import { DEFAULT_MERGE_GAP, DEFAULT_PARALLEL, nodeAsyncIo, updateImgAsync, type NativeCopyEngine } from '../../src/cli/update-img-core.js';
+import { loadNativeCopy } from '../../src/native/index.js';
 import { ensureBenchDisks } from '../guest/bench-fs.js';
 import { Recorder } from '../guest/record.js';
 
@@ -132,6 +133,11 @@ export async function updateImgVsDd(t: VmContext): Promise<void> {
     t.ioctl.transitionSnap(MINOR, `${mnt}/.datto2`, 8);
     const backend = guestBackend(t);
     const dataIo = nodeAsyncIo();
+    // the engine the CLI picks for the kernel backend: native when the binding loads
+    const nat = loadNativeCopy();
+    const native: NativeCopyEngine | undefined = 'copyWindows' in nat ? { copyWindows: nat.copyWindows } : undefined;
+    if (!native) t.log(`update-img bench: native copy engine unavailable (${'unavailable' in nat ? nat.unavailable : '?'}), measuring the JS engine`);
+    const engine = native ? 'native (src/native copyWindows: POSIX threads, pread/pwrite)' : 'JS (libuv thread pool)';
     const blocks = (VOLUME_MIB * MIB) / COW_BLOCK_SIZE;
     t.log(`update-img bench layout ready in ${Date.now() - t0} ms: ${vol} (${backing}), image ${image}, libuv pool ${process.env['UV_THREADPOOL_SIZE'] ?? 'default 4'}`);
     rec.sample({
@@ -142,7 +148,8 @@ export async function updateImgVsDd(t: VmContext): Promise<void> {
       unit: '',
       note:
         `${VOLUME_MIB} MiB ext4 volume on a direct-I/O loop device over a file on vdb, image file on vda; ` +
-        `update-img = updateImgAsync in the bench process with the CLI's defaults (${DEFAULT_PARALLEL} copies in flight, libuv pool ${process.env['UV_THREADPOOL_SIZE'] ?? 4}, gaps up to ${DEFAULT_MERGE_GAP / 1024} KiB read over), wall time incl. validation and fsync; ` +
+        `update-img = updateImgAsync in the bench process with the CLI's defaults (${engine} copy engine, ${DEFAULT_PARALLEL} copies in flight, gaps up to ${DEFAULT_MERGE_GAP / 1024} KiB read over, buffered reads), wall time incl. validation and fsync; ` +
+        'variants: .js = the JS engine (libuv pool), .direct = O_DIRECT reads of /dev/datto0; ' +
         'dd = dd if=/dev/datto0 bs=1M of the same byte count, conv=notrunc,fsync, its own elapsed time; page cache dropped before every run',
     });
 
@@ -159,15 +166,15 @@ export async function updateImgVsDd(t: VmContext): Promise<void> {
         } finally {
           closeSync(fd);
         }
-        // scattered 1 % also runs the copy one block at a time (1 copy in flight, no gaps read
-        // over: the engine before issue 5's work) in the same repetitions, for comparison
-        const variants: { metric: string; opts: { parallel?: number; mergeGapBytes?: number } }[] = [{ metric, opts: {} }];
-        if (pattern === 'scattered' && percent === 1) variants.push({ metric: `${metric}.serial`, opts: { parallel: 1, mergeGapBytes: 0 } });
-        // and clustered 50 % with one copy in flight: do parallel 1 MiB reads help or hurt on this driver?
-        if (pattern === 'clustered' && percent === 50) variants.push({ metric: `${metric}.parallel1`, opts: { parallel: 1 } });
+        // the CLI's engine; for comparison in the same repetitions: the JS engine (scattered 1 %,
+        // clustered 50 %) and O_DIRECT reads (scattered 10 %)
+        type Opts = { native?: typeof native };
+        const variants: { metric: string; opts: Opts }[] = [{ metric, opts: { native } }];
+        if (native && ((pattern === 'scattered' && percent === 1) || (pattern === 'clustered' && percent === 50))) variants.push({ metric: `${metric}.js`, opts: {} });
+        if (native && pattern === 'scattered' && percent === 10) variants.push({ metric: `${metric}.direct`, opts: { native: { ...native, direct: true } } });
         const ratios: number[] = [];
         for (let rep = 0; rep < reps && (rep === 0 || Date.now() - m0 < BUDGET_S * 1000); rep++) {
-          const runUpdateImg = async (o: { parallel?: number; mergeGapBytes?: number }): Promise<{ seconds: number; r: Awaited<ReturnType<typeof updateImgAsync>> }> => {
+          const runUpdateImg = async (o: Opts): Promise<{ seconds: number; r: Awaited<ReturnType<typeof updateImgAsync>> }> => {
             t.sh('sync; echo 3 > /proc/sys/vm/drop_caches');
             const u0 = performance.now();
             const r = await updateImgAsync(backend, { snapshot: '/dev/datto0', cow, image, dataIo, ...o });
