@@ -56,6 +56,15 @@ static void cow_close_sync(struct file *filp)
 	flush_delayed_fput();
 }
 
+/* caller holds cow->lock; the data-append file is closed with filp */
+static void cow_close_dio(struct dbd_cow *cow)
+{
+	if (cow->dfilp) {
+		cow_close_sync(cow->dfilp);
+		cow->dfilp = NULL;
+	}
+}
+
 static void cow_unprotect(struct dbd_cow *cow)
 {
 	if (cow->inode)
@@ -352,6 +361,7 @@ int dbd_cow_suspend(struct dbd_cow *cow)
 			cow->resident--;
 		}
 		cow_unprotect(cow);
+		cow_close_dio(cow);
 		cow_close_sync(cow->filp);
 		WRITE_ONCE(cow->filp, NULL);
 		cow->inode = NULL;
@@ -534,20 +544,64 @@ static void cow_set_entry(struct dbd_cow *cow, u64 *map, u64 block, u64 val)
 }
 
 /* append the pages in cow->wvec[0..n) at file block blk with one write */
-static int cow_write_run(struct dbd_cow *cow, unsigned int n, u64 blk)
+/*
+ * The file COW data goes through (appends and snapshot reads): an O_DIRECT
+ * twin of filp when the filesystem supports it (no copy through the page
+ * cache, no writeback later; the pages are written as they are), else
+ * filp itself.  Caller holds cow->lock.
+ */
+static struct file *cow_data_file(struct dbd_cow *cow)
+{
+	struct file *f;
+
+	if (cow->dfilp || cow->no_dio)
+		return cow->dfilp ? cow->dfilp : cow->filp;
+	cow_unprotect(cow);
+	f = dentry_open(&cow->filp->f_path, O_RDWR | O_DIRECT | O_LARGEFILE,
+			cow->filp->f_cred);
+	cow_protect(cow);
+	if (IS_ERR(f)) {
+		dbd_info("cow file: no direct I/O (%ld), writing through the page cache",
+			 PTR_ERR(f));
+		cow->no_dio = true;
+		return cow->filp;
+	}
+	cow->dfilp = f;
+	return f;
+}
+
+static ssize_t cow_write_iter(struct file *f, struct bio_vec *vec,
+			      unsigned int n, loff_t pos)
 {
 	struct iov_iter iter;
+	ssize_t ret;
+
+	iov_iter_bvec(&iter, DBD_ITER_SOURCE, vec, n, n * DBD_BLOCK_SIZE);
+	file_start_write(f);
+	ret = vfs_iter_write(f, &iter, &pos, 0);
+	file_end_write(f);
+	return ret;
+}
+
+static int cow_write_run(struct dbd_cow *cow, unsigned int n, u64 blk)
+{
 	loff_t pos = blk * DBD_BLOCK_SIZE;
+	struct file *f;
 	ssize_t ret;
 
 	if (!cow->filp)
 		return -EAGAIN;
-	iov_iter_bvec(&iter, DBD_ITER_SOURCE, cow->wvec, n,
-		      n * DBD_BLOCK_SIZE);
+	f = cow_data_file(cow);
 	cow_unprotect(cow);
-	file_start_write(cow->filp);
-	ret = vfs_iter_write(cow->filp, &iter, &pos, 0);
-	file_end_write(cow->filp);
+	ret = cow_write_iter(f, cow->wvec, n, pos);
+	if (f != cow->filp && ret != n * DBD_BLOCK_SIZE) {
+		/* direct I/O refused or cut short: the page cache then */
+		dbd_info("cow file: direct write returned %zd, writing through the page cache",
+			 ret);
+		cow_close_dio(cow);
+		cow->no_dio = true;
+		ret = cow_write_iter(cow->filp, cow->wvec, n, pos);
+	}
 	cow_protect(cow);
 	if (ret < 0)
 		return (int)ret;
@@ -665,19 +719,18 @@ int dbd_cow_mark_changed(struct dbd_cow *cow, u64 first, u64 last)
 
 /*
  * Read n consecutive data blocks starting at data_blk into pages (one
- * block per page) with one read; beyond the end of the file reads zeros.
+ * block per page) with one read, bv being room for n bio_vecs; beyond the
+ * end of the file reads zeros.
  */
 int dbd_cow_read_blocks(struct dbd_cow *cow, u64 data_blk,
-			struct page **pages, unsigned int n)
+			struct page **pages, struct bio_vec *bv,
+			unsigned int n)
 {
-	struct bio_vec bv[DBD_COW_BATCH];
 	struct iov_iter iter;
 	loff_t pos = data_blk * DBD_BLOCK_SIZE;
 	unsigned int i;
 	ssize_t ret;
 
-	if (n > DBD_COW_BATCH)
-		return -EINVAL;
 	for (i = 0; i < n; i++) {
 		bv[i].bv_page = pages[i];
 		bv[i].bv_len = DBD_BLOCK_SIZE;
@@ -685,7 +738,23 @@ int dbd_cow_read_blocks(struct dbd_cow *cow, u64 data_blk,
 	}
 	iov_iter_bvec(&iter, DBD_ITER_DEST, bv, n, n * DBD_BLOCK_SIZE);
 	mutex_lock(&cow->lock);
-	ret = cow->filp ? vfs_iter_read(cow->filp, &iter, &pos, 0) : -EAGAIN;
+	if (!cow->filp) {
+		ret = -EAGAIN;
+	} else {
+		struct file *f = cow_data_file(cow);
+
+		ret = vfs_iter_read(f, &iter, &pos, 0);
+		if (f != cow->filp && ret == -EINVAL) {
+			/* direct read refused: the page cache then */
+			dbd_info("cow file: direct read returned %zd, reading through the page cache",
+				 ret);
+			cow_close_dio(cow);
+			cow->no_dio = true;
+			iov_iter_bvec(&iter, DBD_ITER_DEST, bv, n,
+				      n * DBD_BLOCK_SIZE);
+			ret = vfs_iter_read(cow->filp, &iter, &pos, 0);
+		}
+	}
 	mutex_unlock(&cow->lock);
 	if (ret < 0)
 		return (int)ret;
@@ -743,6 +812,7 @@ int dbd_cow_truncate_to_index(struct dbd_cow *cow)
 	int ret;
 
 	mutex_lock(&cow->lock);
+	cow_close_dio(cow);	/* no data appends any more */
 	cow->index_only = true;
 	cow->hdr.flags |= DBD_FLAG_INDEX_ONLY;
 	cow->hdr.fsize = cow->geo.data_offset;
@@ -813,6 +883,8 @@ void dbd_cow_close(struct dbd_cow *cow, bool unlink)
 				dbd_warn("error unlinking cow file: %d", ret);
 		}
 		cow_unprotect(cow);
+		if (cow->dfilp)
+			filp_close(cow->dfilp, NULL);
 		filp_close(cow->filp, NULL);
 		cow->filp = NULL;
 		cow->inode = NULL;
@@ -840,6 +912,7 @@ void dbd_cow_discard(struct dbd_cow *cow)
 			cow->unlinked = true;
 		}
 		cow_unprotect(cow);
+		cow_close_dio(cow);
 		cow_close_sync(cow->filp);
 		WRITE_ONCE(cow->filp, NULL);
 		cow->inode = NULL;

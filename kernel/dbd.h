@@ -51,6 +51,8 @@ struct dbd_section {
 
 struct dbd_cow {
 	struct file *filp;
+	struct file *dfilp;	/* O_DIRECT twin for data appends, or NULL */
+	bool no_dio;		/* the filesystem refused direct I/O */
 	struct inode *inode;
 	struct address_space *mapping;	/* compared only, never dereferenced */
 	struct dbd_geometry geo;
@@ -88,7 +90,8 @@ int dbd_cow_save_blocks(struct dbd_cow *cow, const u64 *blocks,
 			struct dbd_dev *dev);
 int dbd_cow_mark_changed(struct dbd_cow *cow, u64 first, u64 last);
 int dbd_cow_read_blocks(struct dbd_cow *cow, u64 data_blk,
-			struct page **pages, unsigned int n);
+			struct page **pages, struct bio_vec *bv,
+			unsigned int n);
 int dbd_cow_expand(struct dbd_cow *cow, u64 bytes);
 int dbd_cow_truncate_to_index(struct dbd_cow *cow);
 int dbd_cow_sync(struct dbd_cow *cow, bool clean);

@@ -6,9 +6,11 @@
  * every block it touches has its original data saved already ("done"
  * bitmap).  Otherwise the bio is held and handed to the device's mrf
  * thread, which reads the original data of the blocks not yet saved,
- * keeps the pages in memory (pending xarray), marks the blocks done and
- * only then submits the held write.  The COW thread appends the pending
- * pages to the COW file and drops them.  The user's write therefore waits
+ * keeps the pages in memory (pending xarray; page->private holds the
+ * block, page->lru the COW queue), marks the blocks done and only then
+ * submits the held write.  The COW thread appends the pending pages to
+ * the COW file (direct I/O from these very pages where the filesystem
+ * allows it) and drops them.  The user's write therefore waits
  * for a read, never for a COW file write (which could wait on the fs
  * journal, whose own writes may be held here).
  *
@@ -39,6 +41,7 @@ struct dbd_reader {
 	struct dbd_snap *s;
 	struct task_struct *task;
 	struct page *win[DBD_WINDOW_BLOCKS];
+	struct bio_vec bv[DBD_WINDOW_BLOCKS];	/* COW file reads */
 };
 
 struct dbd_snap {
@@ -68,12 +71,6 @@ struct dbd_snap {
 	/* COW thread batch */
 	u64 cblocks[DBD_COW_BATCH];
 	struct page *cpages[DBD_COW_BATCH];
-};
-
-struct dbd_cow_item {
-	struct list_head list;
-	u64 block;
-	struct page *page;
 };
 
 struct dbd_read_batch {
@@ -148,6 +145,20 @@ static void snap_read_origin(struct dbd_snap *s, u64 first, unsigned int n,
 
 /* ------------------------------------------------------------ write hook */
 
+/*
+ * A page of original data the COW thread is saving: pending pages carry
+ * their block number in page->private until they are freed.  Only the
+ * COW thread writes them (direct I/O to the COW file), so other tasks'
+ * pages are never looked up.
+ */
+static bool snap_own_page(struct dbd_snap *s, struct page *page)
+{
+	unsigned long blk = page_private(page);
+
+	return current == READ_ONCE(s->cow_task) && blk < s->nblocks &&
+	       xa_load(&s->pending, blk) == page;
+}
+
 static bool snap_all_cow_pages(struct dbd_snap *s, struct bio *bio)
 {
 	struct bio_vec bv;
@@ -156,10 +167,17 @@ static bool snap_all_cow_pages(struct dbd_snap *s, struct bio *bio)
 	if (bio_op(bio) != REQ_OP_WRITE)
 		return false;
 	bio_for_each_segment(bv, bio, iter) {
-		if (!dbd_cow_owns_page(s->cow, bv.bv_page))
+		if (!dbd_cow_owns_page(s->cow, bv.bv_page) &&
+		    !snap_own_page(s, bv.bv_page))
 			return false;
 	}
 	return true;
+}
+
+static void snap_free_page(struct page *pg)
+{
+	set_page_private(pg, 0);
+	__free_page(pg);
 }
 
 /* partition-relative block range of a bio; false if outside the device */
@@ -254,29 +272,16 @@ static void snap_batch_commit(struct dbd_snap *s, struct dbd_batch *b)
 	}
 	err = rb_wait(&rb);
 	for (i = 0; i < b->n && !err; i++) {
-		struct dbd_cow_item *it = kmalloc(sizeof(*it), GFP_NOIO);
-
-		if (!it) {
-			err = -ENOMEM;
-			break;
-		}
-		it->block = b->blocks[i];
-		it->page = b->pages[i];
-		list_add_tail(&it->list, &items);
-		err = xa_err(xa_store(&s->pending, it->block, it->page,
+		list_add_tail(&b->pages[i]->lru, &items);
+		err = xa_err(xa_store(&s->pending, b->blocks[i], b->pages[i],
 				      GFP_NOIO));
 	}
 	if (err) {
-		struct dbd_cow_item *it, *tmp;
-
 		dbd_dev_fail(s->dev, err);
-		list_for_each_entry_safe(it, tmp, &items, list) {
-			xa_erase(&s->pending, it->block);
-			kfree(it);
-		}
 		for (i = 0; i < b->n; i++) {
+			xa_erase(&s->pending, b->blocks[i]);
 			clear_bit(b->blocks[i], s->claim);
-			__free_page(b->pages[i]);
+			snap_free_page(b->pages[i]);
 		}
 		b->n = 0;
 		return;
@@ -344,6 +349,7 @@ static int snap_mrf_thread(void *data)
 					dbd_dev_fail(s->dev, -ENOMEM);
 					break;
 				}
+				set_page_private(pg, blk);
 				set_bit(blk, s->claim);
 				b->blocks[b->n] = blk;
 				b->pages[b->n++] = pg;
@@ -365,7 +371,7 @@ static int snap_mrf_thread(void *data)
 static int snap_cow_thread(void *data)
 {
 	struct dbd_snap *s = data;
-	struct dbd_cow_item *it, *tmp;
+	struct page *pg, *tmp;
 	unsigned int noio = memalloc_noio_save();
 	u64 *blocks = s->cblocks;
 	struct page **pages = s->cpages;
@@ -388,12 +394,12 @@ static int snap_cow_thread(void *data)
 		}
 		n = 0;
 		spin_lock(&s->lock);
-		list_for_each_entry_safe(it, tmp, &s->cowq, list) {
+		list_for_each_entry_safe(pg, tmp, &s->cowq, lru) {
 			if (n == DBD_COW_BATCH)
 				break;
-			list_move_tail(&it->list, &batch);
-			blocks[n] = it->block;
-			pages[n++] = it->page;
+			list_move_tail(&pg->lru, &batch);
+			blocks[n] = page_private(pg);
+			pages[n++] = pg;
 		}
 		spin_unlock(&s->lock);
 		if (!n) {
@@ -417,14 +423,13 @@ static int snap_cow_thread(void *data)
 				dbd_dev_fail(s->dev, ret);
 		}
 		spin_lock(&s->lock);
-		list_for_each_entry(it, &batch, list)
-			xa_erase(&s->pending, it->block);
+		list_for_each_entry(pg, &batch, lru)
+			xa_erase(&s->pending, page_private(pg));
 		s->pending_pages -= n;
 		spin_unlock(&s->lock);
-		list_for_each_entry_safe(it, tmp, &batch, list) {
-			list_del(&it->list);
-			__free_page(it->page);
-			kfree(it);
+		list_for_each_entry_safe(pg, tmp, &batch, lru) {
+			list_del(&pg->lru);
+			snap_free_page(pg);
 		}
 		wake_up_all(&s->throttle_wq);
 	}
@@ -437,9 +442,10 @@ static int snap_cow_thread(void *data)
 enum { SRC_ORIGIN, SRC_MEM, SRC_COW };
 
 /* fill win[0..n) with the snapshot contents of blocks first.. */
-static int snap_load_window(struct dbd_snap *s, struct page **win, u64 first,
-			    unsigned int n)
+static int snap_load_window(struct dbd_reader *r, u64 first, unsigned int n)
 {
+	struct dbd_snap *s = r->s;
+	struct page **win = r->win;
 	u8 src[DBD_WINDOW_BLOCKS];
 	struct dbd_read_batch rb;
 	bool need_origin = false;
@@ -489,12 +495,12 @@ static int snap_load_window(struct dbd_snap *s, struct page **win, u64 first,
 		if (!ret && val < s->cow->geo.first_data_blk)
 			ret = -EIO;
 		while (!ret && i + len < n && src[i + len] == SRC_COW &&
-		       len < DBD_COW_BATCH &&
 		       !dbd_cow_get(s->cow, first + i + len, &next) &&
 		       next == val + len)
 			len++;
 		if (!ret)
-			ret = dbd_cow_read_blocks(s->cow, val, &win[i], len);
+			ret = dbd_cow_read_blocks(s->cow, val, &win[i], r->bv,
+						  len);
 		i += len;
 	}
 	return ret;
@@ -534,9 +540,10 @@ static int snap_read_direct(struct dbd_snap *s, struct bio *bio)
 	return ret;
 }
 
-static int snap_serve_read(struct dbd_snap *s, struct page **win,
-			   struct bio *bio)
+static int snap_serve_read(struct dbd_reader *r, struct bio *bio)
 {
+	struct dbd_snap *s = r->s;
+	struct page **win = r->win;
 	struct bio_vec bv;
 	struct bvec_iter iter;
 	u64 pos = (u64)bio->bi_iter.bi_sector << SECTOR_SHIFT;
@@ -569,7 +576,7 @@ static int snap_serve_read(struct dbd_snap *s, struct page **win,
 				wn = min_t(u64, last - blk + 1,
 					   DBD_WINDOW_BLOCKS);
 				wn = min_t(u64, wn, dev_blocks - blk);
-				ret = snap_load_window(s, win, wfirst, wn);
+				ret = snap_load_window(r, wfirst, wn);
 				if (ret)
 					return ret;
 			}
@@ -609,7 +616,7 @@ static int snap_rd_thread(void *data)
 		} else if (!(READ_ONCE(s->dev->state) & DBD_STATE_ACTIVE)) {
 			bio->bi_status = BLK_STS_DEV_RESOURCE;	/* dormant */
 		} else {
-			ret = snap_serve_read(s, r->win, bio);
+			ret = snap_serve_read(r, bio);
 			if (ret == -EAGAIN) {
 				bio->bi_status = BLK_STS_DEV_RESOURCE;
 			} else if (ret) {

@@ -151,7 +151,13 @@ export function blockHashes(path: string): string[] {
   return out;
 }
 
-/** 4 KiB device blocks (relative to the fs's device) that hold a file's data. */
+/**
+ * 4 KiB device blocks (relative to the fs's device) that hold a file's data.
+ * Also used to leave the in-use COW file's own blocks out of comparisons of
+ * a snapshot read at two moments: the driver writes its COW data without
+ * copy-on-write (as dattobd does; those writes are marked for the next
+ * increment instead), so a snapshot does not keep their raw contents.
+ */
 export function fileBlocks(t: VmContext, file: string): Set<number> {
   const out = new Set<number>();
   const text = t.run(['filefrag', '-v', '-b512', file]).stdout;
@@ -246,3 +252,4 @@ export function umountExplained(t: VmContext, dir: string): void {
     throw new Error(`${(e as Error).message}\nkernel log:\n${log}`);
   }
 }
+

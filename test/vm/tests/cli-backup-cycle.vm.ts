@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import type { VmContext } from '../guest/api.js';
 import { main as dbdctlMain } from '../../../src/cli/dbdctl-main.js';
 import { main as updateImgMain } from '../../../src/cli/update-img-main.js';
+import { fileBlocks } from '../../kernel/vm/helpers.js';
 
 interface Run {
   code: number;
@@ -42,7 +43,7 @@ function updateImg(t: VmContext, ...argv: string[]): Promise<Run> {
 }
 
 /** 4 KiB blocks whose contents differ between two files of the same size (count, and the first `max`). */
-function differingBlocks(a: string, b: string, max: number): { count: number; first: number[] } {
+function differingBlocks(a: string, b: string, max: number, ignore: ReadonlySet<number>): { count: number; first: number[] } {
   const fa = openSync(a, 'r');
   const fb = openSync(b, 'r');
   const ba = Buffer.alloc(1 << 20);
@@ -57,7 +58,7 @@ function differingBlocks(a: string, b: string, max: number): { count: number; fi
       if (na === 0) break;
       if (ba.subarray(0, na).equals(bb.subarray(0, nb))) continue;
       for (let o = 0; o < na; o += 4096) {
-        if (!ba.subarray(o, Math.min(na, o + 4096)).equals(bb.subarray(o, Math.min(na, o + 4096)))) {
+        if (!ignore.has((off + o) / 4096) && !ba.subarray(o, Math.min(na, o + 4096)).equals(bb.subarray(o, Math.min(na, o + 4096)))) {
           count++;
           if (first.length < max) first.push((off + o) / 4096);
         }
@@ -156,7 +157,9 @@ async function backupCycle(t: VmContext, fs: 'ext4' | 'xfs', writeDuringSnapshot
   assert.match(u.stdout, /copying complete: \d+ blocks changed, 0 errors/);
   const changed = Number(/copying complete: (\d+) blocks/.exec(u.stdout)?.[1]);
   assert.ok(changed >= 4 * 256 + 37, `only ${changed} blocks marked changed; at least ${4 * 256 + 37} were written`);
-  const diff = differingBlocks('/dev/datto0', img, 8);
+  // the current COW file's own blocks are left out: the module writes them without
+  // copy-on-write, so the snapshot does not keep their raw contents (see fileBlocks)
+  const diff = differingBlocks('/dev/datto0', img, 8, fileBlocks(t, `${mnt}/.datto2`));
   if (diff.count > 0) {
     // Which blocks differ, and did the old COW file mark them as changed?
     const fd = openSync(`${mnt}/.datto`, 'r');
