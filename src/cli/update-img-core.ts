@@ -284,7 +284,7 @@ export interface NativeCopyEngine {
   copyWindows: NativeCopyWindows;
   /** Rewrites the snapshot and image paths before the engine opens them (tests and benchmarks name a file /dev/datto0). */
   map?: (path: string) => string;
-  /** Read the snapshot with O_DIRECT where it accepts it (default false: buffered, like dd). */
+  /** Read the snapshot with O_DIRECT where it accepts it (default false: buffered; the CLI turns it on). */
   direct?: boolean;
   /** Windows per native call (default 16384), so the plan stays small on a large volume. */
   batchWindows?: number;
