@@ -21,6 +21,15 @@ export interface FioJob {
   iodepth?: number;
   /** command fio runs before the job starts (exec_prerun), outside the job's timing */
   prerun?: string;
+  /** log the job's I/O here (write_iolog), for a later job to replay */
+  writeIolog?: string;
+  /**
+   * Replay a logged job's I/O (read_iolog, no stalls): the same offsets. A
+   * random job's offsets depend on its seed AND its position in the fio
+   * process (fio mixes the job number into the seed), so the same randseed
+   * does not repeat them in a later job of the same batch.
+   */
+  readIolog?: string;
 }
 
 export interface FioResult {
@@ -61,6 +70,8 @@ export function fioArgs(j: FioJob, extra: readonly string[] = []): string[] {
   if (j.ioSize) a.push(`--io_size=${j.ioSize}`);
   if (j.runtimeS) a.push('--time_based', `--runtime=${j.runtimeS}`);
   if (j.prerun) a.push(`--exec_prerun=${j.prerun}`);
+  if (j.writeIolog) a.push(`--write_iolog=${j.writeIolog}`);
+  if (j.readIolog) a.push(`--read_iolog=${j.readIolog}`, '--replay_no_stall=1');
   return [...a, ...extra];
 }
 

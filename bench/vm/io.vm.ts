@@ -128,6 +128,10 @@ export async function snapshotWritesAndReads(t: VmContext): Promise<void> {
   // Rewrites and reads start once the driver's threads are idle (bench/guest/quiet.sh), so they
   // measure their own cost, not the tail of the previous first-write job's saving (both sides wait).
   const quiet = (j: FioJob): FioJob => ({ ...j, prerun: `sh ${t.config.repo}/bench/guest/quiet.sh` });
+  // the random rewrites replay the random first writes' own log: exactly the blocks they copied
+  const randLog = (fs: BenchFs, rep: number): string => `/tmp/dbd-bench-rand-${fs === traced ? 'traced' : 'raw'}-${rep}.iolog`;
+  const firstRand = (seed: number, rep: number, fs: BenchFs): FioJob => ({ ...rand(seed)(fs), writeIolog: randLog(fs, rep) });
+  const reRand = (seed: number, rep: number, fs: BenchFs): FioJob => quiet({ ...rand(seed)(fs), readIolog: randLog(fs, rep) });
   const more = repeater(p);
   for (let rep = 0; more(rep); rep++) {
     const seed = 100 + rep;
@@ -141,8 +145,8 @@ export async function snapshotWritesAndReads(t: VmContext): Promise<void> {
       { metric: 'snap.read.fresh', raw: read(traced.dev), traced: read(snapDev) },
       { metric: 'snap.first.seq1m', raw: seq(raw), traced: seq(traced) },
       { metric: 'snap.rewrite.seq1m', raw: quiet(seq(raw)), traced: quiet(seq(traced)) },
-      { metric: 'snap.first.rand4k', raw: rand(seed)(raw), traced: rand(seed)(traced) },
-      { metric: 'snap.rewrite.rand4k', raw: quiet(rand(seed)(raw)), traced: quiet(rand(seed)(traced)) },
+      { metric: 'snap.first.rand4k', raw: firstRand(seed, rep, raw), traced: firstRand(seed, rep, traced) },
+      { metric: 'snap.rewrite.rand4k', raw: reRand(seed, rep, raw), traced: reRand(seed, rep, traced) },
       { metric: 'snap.read.cowed', raw: quiet(read(traced.dev)), traced: quiet(read(snapDev)) },
     ]);
     memSample(rec, 'mem.snap.written', rep, traced, memDelta(settledMem(t), before), `snapshot, after ${p.seqMiB + p.randMiB} MiB of first writes`);
