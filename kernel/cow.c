@@ -543,7 +543,6 @@ static void cow_set_entry(struct dbd_cow *cow, u64 *map, u64 block, u64 val)
 	cow->sects[block / DBD_SECTION_ENTRIES].dirty = true;
 }
 
-/* append the pages in cow->wvec[0..n) at file block blk with one write */
 /*
  * The file COW data goes through (appends and snapshot reads): an O_DIRECT
  * twin of filp when the filesystem supports it (no copy through the page
@@ -561,13 +560,22 @@ static struct file *cow_data_file(struct dbd_cow *cow)
 			cow->filp->f_cred);
 	cow_protect(cow);
 	if (IS_ERR(f)) {
-		dbd_info("cow file: no direct I/O (%ld), writing through the page cache",
+		dbd_info("cow file: no direct I/O (%ld), using the page cache",
 			 PTR_ERR(f));
 		cow->no_dio = true;
 		return cow->filp;
 	}
 	cow->dfilp = f;
 	return f;
+}
+
+/* direct I/O refused or cut short: this file goes through filp from now on */
+static void cow_drop_dio(struct dbd_cow *cow, const char *op, ssize_t ret)
+{
+	dbd_info("cow file: direct %s returned %zd, using the page cache",
+		 op, ret);
+	cow_close_dio(cow);
+	cow->no_dio = true;
 }
 
 static ssize_t cow_write_iter(struct file *f, struct bio_vec *vec,
@@ -583,6 +591,7 @@ static ssize_t cow_write_iter(struct file *f, struct bio_vec *vec,
 	return ret;
 }
 
+/* append the pages in cow->wvec[0..n) at file block blk with one write */
 static int cow_write_run(struct dbd_cow *cow, unsigned int n, u64 blk)
 {
 	loff_t pos = blk * DBD_BLOCK_SIZE;
@@ -595,11 +604,7 @@ static int cow_write_run(struct dbd_cow *cow, unsigned int n, u64 blk)
 	cow_unprotect(cow);
 	ret = cow_write_iter(f, cow->wvec, n, pos);
 	if (f != cow->filp && ret != n * DBD_BLOCK_SIZE) {
-		/* direct I/O refused or cut short: the page cache then */
-		dbd_info("cow file: direct write returned %zd, writing through the page cache",
-			 ret);
-		cow_close_dio(cow);
-		cow->no_dio = true;
+		cow_drop_dio(cow, "write", ret);
 		ret = cow_write_iter(cow->filp, cow->wvec, n, pos);
 	}
 	cow_protect(cow);
@@ -745,11 +750,7 @@ int dbd_cow_read_blocks(struct dbd_cow *cow, u64 data_blk,
 
 		ret = vfs_iter_read(f, &iter, &pos, 0);
 		if (f != cow->filp && ret == -EINVAL) {
-			/* direct read refused: the page cache then */
-			dbd_info("cow file: direct read returned %zd, reading through the page cache",
-				 ret);
-			cow_close_dio(cow);
-			cow->no_dio = true;
+			cow_drop_dio(cow, "read", ret);
 			iov_iter_bvec(&iter, DBD_ITER_DEST, bv, n,
 				      n * DBD_BLOCK_SIZE);
 			ret = vfs_iter_read(cow->filp, &iter, &pos, 0);

@@ -51,7 +51,7 @@ struct dbd_section {
 
 struct dbd_cow {
 	struct file *filp;
-	struct file *dfilp;	/* O_DIRECT twin for data appends, or NULL */
+	struct file *dfilp;	/* O_DIRECT twin for COW data I/O, or NULL */
 	bool no_dio;		/* the filesystem refused direct I/O */
 	struct inode *inode;
 	struct address_space *mapping;	/* compared only, never dereferenced */
