@@ -43,7 +43,8 @@ function updateImgMetrics(): Record<string, MetricDef> {
     }
   }
   out['uimg.scattered.1.js'] = { title: 'update-img vs dd, 1 % scattered, JS copy engine', kind: 'value', section: 'update-img' };
-  out['uimg.scattered.10.buffered'] = { title: 'update-img vs dd, 10 % scattered, reads through the page cache', kind: 'value', section: 'update-img' };
+  out['uimg.scattered.10.exact'] = { title: 'update-img vs dd, 10 % scattered, --exact-writes', kind: 'value', section: 'update-img' };
+  out['uimg.scattered.50.exact'] = { title: 'update-img vs dd, 50 % scattered, --exact-writes', kind: 'value', section: 'update-img' };
   out['uimg.clustered.50.js'] = { title: 'update-img vs dd, 50 % clustered, JS copy engine', kind: 'value', section: 'update-img' };
   out['uimg.method'] = { title: 'update-img benchmark method', kind: 'value', section: 'update-img' };
   return out;

@@ -135,10 +135,10 @@ export async function updateImgVsDd(t: VmContext): Promise<void> {
     const dataIo = nodeAsyncIo();
     // the engine the CLI picks for the kernel backend: native when the binding loads
     const nat = loadNativeCopy();
-    // as the CLI: O_DIRECT reads of the snapshot device
-    const native: NativeCopyEngine | undefined = 'copyWindows' in nat ? { copyWindows: nat.copyWindows, direct: true } : undefined;
+    // as the CLI: O_DIRECT reads of the snapshot device, O_DIRECT writes of whole read windows
+    const native: NativeCopyEngine | undefined = 'copyWindows' in nat ? { copyWindows: nat.copyWindows, direct: true, directWrite: true } : undefined;
     if (!native) t.log(`update-img bench: native copy engine unavailable (${'unavailable' in nat ? nat.unavailable : '?'}), measuring the JS engine`);
-    const engine = native ? 'native (src/native copyWindows: POSIX threads, pread/pwrite)' : 'JS (libuv thread pool)';
+    const engine = native ? 'native (src/native copyWindows: POSIX threads, pread/pwrite, O_DIRECT reads and window writes)' : 'JS (libuv thread pool)';
     const blocks = (VOLUME_MIB * MIB) / COW_BLOCK_SIZE;
     t.log(`update-img bench layout ready in ${Date.now() - t0} ms: ${vol} (${backing}), image ${image}, libuv pool ${process.env['UV_THREADPOOL_SIZE'] ?? 'default 4'}`);
     rec.sample({
@@ -150,7 +150,7 @@ export async function updateImgVsDd(t: VmContext): Promise<void> {
       note:
         `${VOLUME_MIB} MiB ext4 volume on a direct-I/O loop device over a file on vdb, image file on vda; ` +
         `update-img = updateImgAsync in the bench process with the CLI's defaults (${engine} copy engine, ${DEFAULT_PARALLEL} copies in flight, gaps up to ${DEFAULT_MERGE_GAP / 1024} KiB read over, O_DIRECT reads), wall time incl. validation and fsync; ` +
-        'variants: .js = the JS engine (libuv pool, buffered reads), .buffered = the native engine reading /dev/datto0 through the page cache; ' +
+        'variants: .js = the JS engine (libuv pool, buffered reads, changed runs written through the page cache), .exact = the native engine with --exact-writes (changed runs written through the page cache); ' +
         'dd = dd if=/dev/datto0 bs=1M of the same byte count, conv=notrunc,fsync, its own elapsed time; page cache dropped before every run',
     });
 
@@ -168,11 +168,11 @@ export async function updateImgVsDd(t: VmContext): Promise<void> {
           closeSync(fd);
         }
         // the CLI's engine; for comparison in the same repetitions: the JS engine (scattered 1 %,
-        // clustered 50 %) and buffered reads (scattered 10 %)
+        // clustered 50 %) and --exact-writes (scattered 10 % and 50 %)
         type Opts = { native?: typeof native };
         const variants: { metric: string; opts: Opts }[] = [{ metric, opts: { native } }];
         if (native && ((pattern === 'scattered' && percent === 1) || (pattern === 'clustered' && percent === 50))) variants.push({ metric: `${metric}.js`, opts: {} });
-        if (native && pattern === 'scattered' && percent === 10) variants.push({ metric: `${metric}.buffered`, opts: { native: { ...native, direct: false } } });
+        if (native && pattern === 'scattered' && percent >= 10) variants.push({ metric: `${metric}.exact`, opts: { native: { ...native, directWrite: false, writeGapBytes: 0 } } });
         const ratios: number[] = [];
         for (let rep = 0; rep < reps && (rep === 0 || Date.now() - m0 < BUDGET_S * 1000); rep++) {
           const runUpdateImg = async (o: Opts): Promise<{ seconds: number; r: Awaited<ReturnType<typeof updateImgAsync>> }> => {

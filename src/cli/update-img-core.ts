@@ -286,6 +286,18 @@ export interface NativeCopyEngine {
   map?: (path: string) => string;
   /** Read the snapshot with O_DIRECT where it accepts it (default false: buffered; the CLI turns it on). */
   direct?: boolean;
+  /**
+   * Write the image with O_DIRECT where it accepts it (default false:
+   * through the page cache; the CLI turns it on). Then the changed runs of a
+   * read window that are at most writeGapBytes apart are written as one span,
+   * the unchanged blocks between them included: those blocks are the same in
+   * the snapshot and in the image (the index lists every block that changed
+   * since the image's snapshot), so rewriting them changes no byte, and one
+   * large direct write costs less than several small ones.
+   */
+  directWrite?: boolean;
+  /** With directWrite: largest unchanged gap written over (default: mergeGapBytes, i.e. whole windows). */
+  writeGapBytes?: number;
   /** Windows per native call (default 16384), so the plan stays small on a large volume. */
   batchWindows?: number;
   /** Progress is reported this often while a batch runs (default 100 ms). */
@@ -656,7 +668,16 @@ export async function updateImgAsync(backend: Backend, opts: UpdateImgAsyncOptio
       const map = nat.map ?? ((p: string) => p);
       const batchMax = nat.batchWindows ?? NATIVE_BATCH_WINDOWS;
       if (!Number.isInteger(batchMax) || batchMax < 1) throw new RangeError('batchWindows must be a positive integer');
-      const nativeOpts = { parallel, maxIo, direct: nat.direct ?? false, snapshotBytes: v.snapshotBytes };
+      const writeGap = nat.writeGapBytes ?? gapBytes;
+      if (!Number.isSafeInteger(writeGap) || writeGap < 0) throw new RangeError('writeGapBytes must be a non-negative integer');
+      const nativeOpts = {
+        parallel,
+        maxIo,
+        direct: nat.direct ?? false,
+        snapshotBytes: v.snapshotBytes,
+        directWrite: nat.directWrite ?? false,
+        writeGap: Math.floor(writeGap / COW_BLOCK_SIZE),
+      };
       const progress = new BigInt64Array(4);
       let buf: Uint8Array | undefined;
       const nextBatch = (): { ws: CopyWindow[]; plan: Float64Array } | undefined => {

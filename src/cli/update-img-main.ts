@@ -62,6 +62,16 @@ export interface UpdateImgMainOptions {
 }
 
 export type UpdateImgEngine = 'native' | 'js';
+
+/**
+ * How the native engine writes: by default as the engine says (direct span
+ * writes unless it turned them off); --exact-writes: only the changed runs,
+ * through the page cache.
+ */
+function writePolicy(native: NativeCopyEngine, exact: boolean): NativeCopyEngine {
+  if (exact) return { ...native, directWrite: false, writeGapBytes: 0 };
+  return { ...native, directWrite: native.directWrite ?? true };
+}
 const ENGINES: readonly UpdateImgEngine[] = ['native', 'js'];
 
 /** `--engine` or DBD_UPDATE_IMG_ENGINE could not be honoured (nothing was written). */
@@ -86,10 +96,13 @@ function selectEngine(
   if (!opts.backend && backend.name === 'kernel') {
     const n = loadNativeCopy(env);
     if ('copyWindows' in n) {
-      // The snapshot device is read with O_DIRECT (where it accepts it): no readahead of
-      // unchanged blocks, and the backup does not evict the server's page cache; faster in
-      // the guest benchmark (bench/RESULTS.md). DBD_UPDATE_IMG_DIRECT=0 reads through the cache.
-      return { engine: 'native', native: { copyWindows: n.copyWindows, direct: env['DBD_UPDATE_IMG_DIRECT'] !== '0' } };
+      // The snapshot device is read and the image written with O_DIRECT (where they accept
+      // it): no readahead of unchanged blocks, no copy of the data into the page cache and
+      // no writeback at the end, and the backup does not evict the server's page cache;
+      // faster in the guest benchmark (bench/RESULTS.md). DBD_UPDATE_IMG_DIRECT=0 goes
+      // through the page cache for both.
+      const direct = env['DBD_UPDATE_IMG_DIRECT'] !== '0';
+      return { engine: 'native', native: { copyWindows: n.copyWindows, direct, directWrite: direct } };
     }
     if (forced === 'native') throw new EngineChoiceError(`the native copy engine is unavailable: ${n.unavailable}`);
     return { engine: 'js' };
@@ -104,7 +117,11 @@ state; the COW file has the right magic, is cleanly closed and index-only, has t
 as the snapshot and the seqid just before it; the image is at least as large as the snapshot.
 Runs of adjacent changed blocks are copied with I/Os of up to --max-io bytes, with up to
 --parallel copies in flight; unchanged gaps of up to --merge-gap bytes between them are read
-over (one larger read instead of several small ones), but only changed blocks are written.
+over (one larger read instead of several small ones). The native engine writes the image
+with O_DIRECT where it can, each read window as one write: the unchanged blocks in it are
+written with the contents the image already has (they did not change since its snapshot).
+--exact-writes writes only the changed blocks, through the page cache (fewer bytes written,
+more writes: for an image on network storage).
 
 Exit status:
   0  every changed block was copied
@@ -168,13 +185,14 @@ export async function main(argv: string[], opts: UpdateImgMainOptions = {}): Pro
     .addOption(new Option('--max-io <bytes>', 'largest single I/O').argParser(parseMaxIo).default(1048576, '1 MiB'))
     .addOption(new Option('--parallel <n>', 'copies in flight at once').argParser(parseParallel).default(DEFAULT_PARALLEL))
     .addOption(new Option('--merge-gap <bytes>', 'read over unchanged gaps up to this size (0: never)').argParser(parseMergeGap).default(DEFAULT_MERGE_GAP, '128 KiB'))
+    .option('--exact-writes', 'write only the changed blocks, through the page cache (see below)')
     .addOption(new Option('--backend <name>').choices(['kernel', 'emulator']).hideHelp())
     .addOption(new Option('--engine <name>').choices(ENGINES).hideHelp())
     .exitOverride()
     .configureOutput({ writeOut: (s) => (outBuf += s), writeErr: (s) => (errBuf += s) })
     .showHelpAfterError("(run 'update-img --help' for usage)")
     .addHelpText('after', HELP_AFTER)
-    .action(async (snapshot: string, cow: string, image: string, o: { progress: boolean; maxIo: number; parallel: number; mergeGap: number; backend?: string; engine?: string }) => {
+    .action(async (snapshot: string, cow: string, image: string, o: { progress: boolean; maxIo: number; parallel: number; mergeGap: number; exactWrites?: boolean; backend?: string; engine?: string }) => {
       const backend = opts.backend ?? (await createBackend(backendName(o.backend, env)));
       const dataIo = opts.dataIo ?? (!opts.backend && backend.name === 'kernel' ? nodeAsyncIo() : undefined);
       const chosen = selectEngine(o.engine ?? env['DBD_UPDATE_IMG_ENGINE'], backend, opts, env);
@@ -189,7 +207,7 @@ export async function main(argv: string[], opts: UpdateImgMainOptions = {}): Pro
         parallel: o.parallel,
         mergeGapBytes: o.mergeGap,
         ...(dataIo ? { dataIo } : {}),
-        ...(chosen.native ? { native: chosen.native } : {}),
+        ...(chosen.native ? { native: writePolicy(chosen.native, o.exactWrites === true) } : {}),
         onValidated: (v) => {
           if (!json) stdout(`snapshot is ${v.snapshotBlocks} blocks large\ncopying blocks\n`);
         },

@@ -13,6 +13,18 @@
  * block of a volume is copied exactly (the bytes after it are neither needed
  * nor written).
  *
+ * With opts.directWrite, `dst` is written with O_DIRECT where it accepts it
+ * (the data goes from the buffer to the device: no copy into the page cache,
+ * no writeback at the fsync), and parts of a window whose unchanged gap is
+ * at most opts.writeGap blocks are written as one span, gap included: the
+ * gap's blocks did not change since the snapshot the image holds, so they
+ * are written with the contents the image has already, and one large write
+ * costs less than several small direct ones. A write the file refuses with
+ * EINVAL (alignment), or one whose length is not whole blocks (the partial
+ * last block), goes through a second, buffered descriptor instead; after an
+ * EINVAL every later write does. Without directWrite only the parts are
+ * written, through the page cache.
+ *
  * opts.parallel POSIX threads, each with its own 4096-aligned buffer of
  * opts.maxIo bytes, take the next window from a shared counter. The result
  * holds one entry per window: 0, or the errno of the read or write that
@@ -80,9 +92,12 @@ struct Shared {
 	int32_t *results;
 	int64_t *progress;
 	uint64_t snapshot_bytes;
+	uint64_t write_gap; /* blocks; only with dst_direct */
 	int src;
 	int dst;
+	int dst_direct; /* O_DIRECT descriptor of dst, or -1 */
 	bool direct;
+	bool direct_write_off; /* set on EINVAL, __atomic */
 	size_t next; /* next window to take, __atomic_fetch_add */
 };
 
@@ -137,6 +152,19 @@ int WriteFull(int fd, const unsigned char *buf, size_t len, uint64_t off)
 	return 0;
 }
 
+/* Write a span of whole blocks, directly where dst takes it; 0 or an errno. */
+int WriteSpan(Shared &s, const unsigned char *buf, size_t len, uint64_t off)
+{
+	if (s.dst_direct >= 0 && len % kBlock == 0 &&
+	    !__atomic_load_n(&s.direct_write_off, __ATOMIC_RELAXED)) {
+		int err = WriteFull(s.dst_direct, buf, len, off);
+		if (err != EINVAL)
+			return err;
+		__atomic_store_n(&s.direct_write_off, true, __ATOMIC_RELAXED);
+	}
+	return WriteFull(s.dst, buf, len, off);
+}
+
 /* Copy one window; 0 or the errno of the failing read or write. */
 int CopyWindow(Shared &s, const Window &w, unsigned char *buf,
 	       uint64_t *bytes, uint64_t *blocks)
@@ -148,15 +176,33 @@ int CopyWindow(Shared &s, const Window &w, unsigned char *buf,
 			   w.first * kBlock);
 	if (err)
 		return err;
-	for (size_t i = 0; i < w.nparts; i++) {
-		const Part &p = (*s.parts)[w.part0 + i];
-		uint64_t len = Clamp(s, p.first, p.count);
-		err = WriteFull(s.dst, buf + (p.first - w.first) * kBlock,
-				(size_t)len, p.first * kBlock);
+	const Part *parts = &(*s.parts)[w.part0];
+	const bool join = s.dst_direct >= 0 &&
+			  !__atomic_load_n(&s.direct_write_off,
+					   __ATOMIC_RELAXED);
+	size_t i = 0;
+	while (i < w.nparts) {
+		/* parts i..j-1 make one span: the gaps between them are small */
+		uint64_t first = parts[i].first;
+		uint64_t end = first + parts[i].count;
+		uint64_t changed = Clamp(s, first, parts[i].count);
+		uint64_t nblocks = parts[i].count;
+		size_t j = i + 1;
+		while (join && j < w.nparts &&
+		       parts[j].first - end <= s.write_gap) {
+			end = parts[j].first + parts[j].count;
+			changed += Clamp(s, parts[j].first, parts[j].count);
+			nblocks += parts[j].count;
+			j++;
+		}
+		err = WriteSpan(s, buf + (first - w.first) * kBlock,
+				(size_t)Clamp(s, first, end - first),
+				first * kBlock);
 		if (err)
 			return err;
-		*bytes += len;
-		*blocks += p.count;
+		*bytes += changed;
+		*blocks += nblocks;
+		i = j;
 	}
 	return 0;
 }
@@ -192,6 +238,7 @@ public:
 	CopyJob(Napi::Env env, std::string src, std::string dst,
 		std::vector<Window> windows, std::vector<Part> parts,
 		uint32_t parallel, uint64_t max_io, bool direct,
+		bool direct_write, uint64_t write_gap,
 		uint64_t snapshot_bytes, Napi::BigInt64Array progress)
 		: Napi::AsyncWorker(env, "dattobd.copyWindows"),
 		  deferred_(Napi::Promise::Deferred::New(env)),
@@ -199,6 +246,7 @@ public:
 		  windows_(std::move(windows)), parts_(std::move(parts)),
 		  results_(windows_.size(), 0), parallel_(parallel),
 		  max_io_(max_io), direct_(direct),
+		  direct_write_(direct_write), write_gap_(write_gap),
 		  snapshot_bytes_(snapshot_bytes),
 		  progress_(progress.Data()),
 		  progress_ref_(Napi::Persistent(progress.As<Napi::Object>()))
@@ -217,6 +265,8 @@ protected:
 		Copy();
 		close(src_fd_);
 		close(dst_fd_);
+		if (dst_direct_fd_ >= 0)
+			close(dst_direct_fd_);
 	}
 
 	void OnOK() override
@@ -285,6 +335,11 @@ private:
 			close(src_fd_);
 			return false;
 		}
+		/* Not every file system takes O_DIRECT: then the writes are buffered. */
+		dst_direct_fd_ = -1;
+		if (direct_write_)
+			dst_direct_fd_ = open(dst_.c_str(),
+					      O_WRONLY | O_DIRECT | O_CLOEXEC);
 		direct_used_ = direct;
 		return true;
 	}
@@ -313,9 +368,12 @@ private:
 		s.results = results_.data();
 		s.progress = progress_;
 		s.snapshot_bytes = snapshot_bytes_;
+		s.write_gap = write_gap_;
 		s.src = src_fd_;
 		s.dst = dst_fd_;
+		s.dst_direct = dst_direct_fd_;
 		s.direct = direct_used_;
+		s.direct_write_off = false;
 		s.next = 0;
 		__atomic_store_n(&progress_[kDirect], direct_used_ ? 1 : 0,
 				 __ATOMIC_RELEASE);
@@ -359,11 +417,14 @@ private:
 	uint64_t max_io_;
 	bool direct_;
 	bool direct_used_ = false;
+	bool direct_write_;
+	uint64_t write_gap_;
 	uint64_t snapshot_bytes_;
 	int64_t *progress_;
 	Napi::ObjectReference progress_ref_;
 	int src_fd_ = -1;
 	int dst_fd_ = -1;
+	int dst_direct_fd_ = -1;
 	int err_ = 0;
 	const char *err_syscall_ = "";
 	std::string err_path_;
@@ -491,6 +552,14 @@ Napi::Value CopyWindows(const Napi::CallbackInfo &info)
 	if (!d.IsBoolean())
 		throw Napi::TypeError::New(env,
 					   "opts.direct must be a boolean");
+	Napi::Value dw = opts.Get("directWrite");
+	if (!dw.IsUndefined() && !dw.IsBoolean())
+		throw Napi::TypeError::New(
+			env, "opts.directWrite must be a boolean");
+	bool direct_write = dw.IsBoolean() && dw.As<Napi::Boolean>().Value();
+	uint64_t write_gap = 0;
+	if (!opts.Get("writeGap").IsUndefined())
+		write_gap = IntOption(opts, "writeGap", 0, kMaxSafe);
 
 	std::vector<Window> windows;
 	std::vector<Part> parts;
@@ -501,7 +570,8 @@ Napi::Value CopyWindows(const Napi::CallbackInfo &info)
 				   std::move(windows), std::move(parts),
 				   parallel, max_io,
 				   d.As<Napi::Boolean>().Value(),
-				   snapshot_bytes, progress);
+				   direct_write, write_gap, snapshot_bytes,
+				   progress);
 	Napi::Promise promise = job->Promise();
 	job->Queue();
 	return promise;

@@ -44,6 +44,17 @@ export interface NativeCopyOptions {
   direct: boolean;
   /** Size of the snapshot: windows and parts are clamped to it (the partial last block). */
   snapshotBytes: number;
+  /**
+   * Write dst with O_DIRECT where it accepts it (default false); a write it
+   * refuses (EINVAL) or a partial last block goes through the page cache.
+   */
+  directWrite?: boolean;
+  /**
+   * With directWrite: parts of a window at most this many unchanged blocks
+   * apart are written as one span, the gap included (default 0: each part
+   * on its own).
+   */
+  writeGap?: number;
 }
 
 /** Slots of copyWindows' progress array (a BigInt64Array of `length` entries). */

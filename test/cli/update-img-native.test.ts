@@ -81,13 +81,15 @@ function withoutTime(r: UpdateImgResult): Omit<UpdateImgResult, 'seconds'> {
 }
 
 /** A copyWindows that records its calls and the last progress array it was given. */
-function spyEngine(direct: boolean): NativeCopyEngine & { calls: number; progress?: BigInt64Array } {
-  const spy: NativeCopyEngine & { calls: number; progress?: BigInt64Array } = {
+type Spy = NativeCopyEngine & { calls: number; progress?: BigInt64Array; opts?: Parameters<NonNullable<typeof copyWindows>>[3] };
+function spyEngine(direct: boolean): Spy {
+  const spy: Spy = {
     calls: 0,
     direct,
     copyWindows: (src, dst, plan, o, progress) => {
       spy.calls++;
       spy.progress = progress;
+      spy.opts = o;
       return copyWindows!(src, dst, plan, o, progress);
     },
   };
@@ -105,7 +107,7 @@ interface Compared {
 /** Run both engines on the same cycle and files; the results must be equal. */
 async function compare(
   c: Cycle,
-  o: { parallel?: number; mergeGapBytes?: number; maxIoBytes?: number; direct?: boolean; dir?: string; batchWindows?: number; cut?: number } = {},
+  o: { parallel?: number; mergeGapBytes?: number; maxIoBytes?: number; direct?: boolean; directWrite?: boolean; dir?: string; batchWindows?: number; cut?: number } = {},
 ): Promise<Compared> {
   const files = realFiles(c, o.dir ?? tempDir());
   if (o.cut !== undefined) truncateSync(files.snap, o.cut);
@@ -124,7 +126,13 @@ async function compare(
   const native = await updateImgAsync(c.b, {
     ...common,
     dataIo: nodeAsyncIo(mapNative),
-    native: { ...engine, copyWindows: engine.copyWindows, map: mapNative, ...(o.batchWindows ? { batchWindows: o.batchWindows } : {}) },
+    native: {
+      ...engine,
+      copyWindows: engine.copyWindows,
+      map: mapNative,
+      ...(o.batchWindows ? { batchWindows: o.batchWindows } : {}),
+      ...(o.directWrite !== undefined ? { directWrite: o.directWrite } : {}),
+    },
     onProgress: (p) => progress.push(p),
   });
   expect(withoutTime(native)).toEqual(withoutTime(js));
@@ -216,10 +224,53 @@ describe.skipIf(!copyWindows)(`native copy engine${skipReason}`, () => {
   it('copies the partial last block of a volume that is not a multiple of 4 KiB', async () => {
     const size = 16 * MIB - 2560;
     const c = await backupCycle({ sizeBytes: size, writes: [[size - 700, 700], [4090 * B, B]], falloc: 2 });
-    const { native, files } = await compare(c, { parallel: 16 });
-    expect(native).toMatchObject({ changedBlocks: 2, copiedBlocks: 2, errorBlocks: 0, bytesCopied: B + 1536 });
-    expect(statSync(files.imgNative).size).toBe(size); // nothing written past the end
-    expectImageIsSnapshot(files);
+    for (const directWrite of [false, true]) {
+      const { native, files } = await compare(c, { parallel: 16, directWrite, direct: directWrite });
+      expect(native).toMatchObject({ changedBlocks: 2, copiedBlocks: 2, errorBlocks: 0, bytesCopied: B + 1536 });
+      expect(statSync(files.imgNative).size, `directWrite ${directWrite}`).toBe(size); // nothing written past the end
+      expectImageIsSnapshot(files);
+    }
+  });
+
+  it('direct span writes: the same result and image as the JS engine, scattered and clustered, 1 and 16 threads', async () => {
+    const c = await backupCycle({ writes: [...scatteredWrites(400, 11), [20 * MIB, 700 * B], [40 * MIB + 3 * B, 9 * B]] });
+    for (const parallel of [1, 16]) {
+      const { native, files } = await compare(c, { parallel, direct: true, directWrite: true });
+      expect(native.errorBlocks).toBe(0);
+      expect(native.copiedBlocks).toBe(native.changedBlocks);
+      expect(native.bytesCopied).toBe(native.changedBlocks * B); // changed bytes, not the spans' bytes
+      expectImageIsSnapshot(files);
+    }
+  });
+
+  it('direct span writes rewrite the unchanged blocks between changed runs of a window with the snapshot data; write gap 0 leaves them', async () => {
+    const c = await backupCycle({ writes: [[10 * B, B], [12 * B, B], [14 * B, B], [40 * B, B]] });
+    const snapBlock = (files: { snap: string }, b: number) => readFileSync(files.snap).subarray(b * B, (b + 1) * B);
+    for (const writeGapBytes of [undefined, 4 * B, 0]) {
+      const files = realFiles(c, tempDir());
+      // the image differs from the snapshot in the unchanged blocks 11, 13 and 15..39: a write there would show
+      const marked = readFileSync(files.imgNative);
+      marked.fill(0xee, 11 * B, 12 * B).fill(0xee, 13 * B, 14 * B).fill(0xee, 15 * B, 40 * B);
+      writeFileSync(files.imgNative, marked);
+      const map = mapper(c, files.snap, files.imgNative);
+      const r = await updateImgAsync(c.b, {
+        snapshot: '/dev/datto0',
+        cow: c.oldCow,
+        image: c.image,
+        dataIo: nodeAsyncIo(map),
+        native: { copyWindows: copyWindows!, map, direct: true, directWrite: true, ...(writeGapBytes !== undefined ? { writeGapBytes } : {}) },
+      });
+      // one window [10, 41): the 25-block gap is under the 32-block (128 KiB) merge gap
+      expect(r).toMatchObject({ changedBlocks: 4, copiedBlocks: 4, ios: 1, bytesRead: 31 * B, bytesCopied: 4 * B });
+      const img = readFileSync(files.imgNative);
+      const block = (b: number) => img.subarray(b * B, (b + 1) * B);
+      for (const b of [10, 12, 14, 40]) expect(block(b).equals(snapBlock(files, b)), `changed block ${b}`).toBe(true);
+      // default (the merge gap): the whole window is one write; 4 blocks: blocks 11 and 13 only; 0: none
+      const rewritten = writeGapBytes === undefined ? [11, 13, 15, 39] : writeGapBytes === 4 * B ? [11, 13] : [];
+      const kept = [11, 13, 15, 39].filter((b) => !rewritten.includes(b));
+      for (const b of rewritten) expect(block(b).equals(snapBlock(files, b)), `gap block ${b} rewritten (write gap ${writeGapBytes})`).toBe(true);
+      for (const b of kept) expect(block(b).every((x) => x === 0xee), `gap block ${b} untouched (write gap ${writeGapBytes})`).toBe(true);
+    }
   });
 
   it('a snapshot shorter than planned: its last windows fail with EIO, only their blocks are reported, the rest is copied', async () => {
@@ -353,11 +404,17 @@ describe.skipIf(!copyWindows)(`update-img --engine${skipReason}`, () => {
     expect(JSON.parse(r.stdout)).toMatchObject({ ok: true, engine: 'native', errorBlocks: 0 });
     expect(engine.calls).toBe(1);
     expectImageIsSnapshot(files);
+    // by default direct span writes over the merge gap; --exact-writes: the changed runs through the page cache
+    expect(engine.opts).toMatchObject({ directWrite: true, writeGap: 32 });
+    const exact = await run(['--json', '--exact-writes', '--merge-gap', '8192', '/dev/datto0', c.oldCow, c.image], c, { native, dataIoMap: map });
+    expect(JSON.parse(exact.stdout)).toMatchObject({ ok: true, engine: 'native' });
+    expect(engine.opts).toMatchObject({ directWrite: false, writeGap: 0 });
+    expect(engine.calls).toBe(2);
     const viaFlag = await run(['--json', '--engine', 'js', '/dev/datto0', c.oldCow, c.image], c, { native, dataIoMap: map });
     expect(JSON.parse(viaFlag.stdout)).toMatchObject({ ok: true, engine: 'js' });
     const viaEnv = await run(['--json', '/dev/datto0', c.oldCow, c.image], c, { native, dataIoMap: map, env: { DBD_UPDATE_IMG_ENGINE: 'js' } });
     expect(JSON.parse(viaEnv.stdout)).toMatchObject({ ok: true, engine: 'js' });
-    expect(engine.calls).toBe(1);
+    expect(engine.calls).toBe(2);
   });
 
   it('the emulator backend keeps the JS engine; forcing native there, or a bad engine name, is a usage error', async () => {
