@@ -63,6 +63,12 @@ export interface UpdateImgOptions {
   maxIoBytes?: number;
   /** Index entries read per chunk (default 131072 = 1 MiB of index). */
   indexChunkEntries?: number;
+  /**
+   * Runs of changed blocks kept from validation for the copy (default
+   * 1048576, 16 MiB); an index with more runs is read a second time by the
+   * copy instead. 0: always read it again.
+   */
+  cachedRuns?: number;
   onProgress?: (p: UpdateImgProgress) => void;
   /** Called once validation passed, before the first write. */
   onValidated?: (v: UpdateImgValidation) => void;
@@ -123,7 +129,7 @@ export function validateUpdate(
   cowFile: BlockFile,
   image: BlockFile,
   opts: UpdateImgOptions,
-): UpdateImgValidation & { entriesOf: (first: number, count: number) => Float64Array } {
+): UpdateImgValidation & { entriesOf: (first: number, count: number) => Float64Array; runs?: Float64Array } {
   let real: string;
   try {
     real = backend.io.realpath(opts.snapshot);
@@ -215,14 +221,45 @@ export function validateUpdate(
       throw new UpdateImgError('BAD_COW_FILE', `${opts.cow}: ${isFormatError(e) ? e.message : String(e)} (entries from block ${first})`, 'the index is corrupted');
     }
   };
-  // Count (and thereby check) every index entry before anything is written.
+  // Count (and thereby check) every index entry before anything is written, and keep the
+  // runs of changed blocks while they are few enough: the copy then needs no second pass.
   const chunk = opts.indexChunkEntries ?? 131072;
   let changedBlocks = 0;
+  const cacheMax = opts.cachedRuns ?? CACHED_RUNS_MAX;
+  let runs: Float64Array | undefined = new Float64Array(Math.min(1024, 2 * cacheMax));
+  let nruns = 0;
+  let runEnd = -1;
   for (let first = 0; first < snapshotBlocks; first += chunk) {
     const e = entriesOf(first, Math.min(chunk, snapshotBlocks - first));
-    for (let i = 0; i < e.length; i++) if (e[i] !== 0) changedBlocks++;
+    for (let i = 0; i < e.length; i++) {
+      if (e[i] === 0) continue;
+      changedBlocks++;
+      if (!runs) continue;
+      const b = first + i;
+      if (b === runEnd) {
+        runs[2 * nruns - 1]!++;
+        runEnd++;
+        continue;
+      }
+      if (nruns === cacheMax) runs = undefined;
+      else if (2 * nruns === runs.length) runs = grown(runs, 2 * cacheMax);
+      if (!runs) continue;
+      runs[2 * nruns] = b;
+      runs[2 * nruns + 1] = 1;
+      nruns++;
+      runEnd = b + 1;
+    }
   }
-  return { minor, snapshotBytes, snapshotBlocks, changedBlocks, header, info, entriesOf };
+  return { minor, snapshotBytes, snapshotBlocks, changedBlocks, header, info, entriesOf, ...(runs ? { runs: runs.subarray(0, 2 * nruns) } : {}) };
+}
+
+/** Runs of changed blocks validation keeps for the copy (16 MiB); beyond, the copy reads the index again. */
+const CACHED_RUNS_MAX = 1 << 20;
+
+function grown(a: Float64Array, max: number): Float64Array {
+  const b = new Float64Array(Math.min(a.length * 2, max));
+  b.set(a);
+  return b;
 }
 
 
@@ -380,7 +417,16 @@ async function openAsync(io: AsyncDataIo, path: string, what: string, rw: boolea
 }
 
 /** Runs of adjacent changed blocks in block order, each at most maxRun blocks long. */
-export function* changedRuns(v: Pick<Validated, 'snapshotBlocks' | 'entriesOf'>, maxRun: number, chunk: number): Generator<[first: number, count: number]> {
+export function* changedRuns(v: Pick<Validated, 'snapshotBlocks' | 'entriesOf' | 'runs'>, maxRun: number, chunk: number): Generator<[first: number, count: number]> {
+  if (v.runs) {
+    for (let i = 0; i < v.runs.length; i += 2) {
+      let first = v.runs[i]!;
+      let count = v.runs[i + 1]!;
+      for (; count > maxRun; first += maxRun, count -= maxRun) yield [first, maxRun];
+      yield [first, count];
+    }
+    return;
+  }
   let runStart = -1;
   let runLen = 0;
   for (let first = 0; first < v.snapshotBlocks; first += chunk) {
@@ -584,14 +630,20 @@ export async function updateImgAsync(backend: Backend, opts: UpdateImgAsyncOptio
   const asyncFiles: AsyncBlockFile[] = [];
   try {
     const { snap, image, v } = openAndValidate(backend, opts, files);
+    // The files the JavaScript path copies with: opened here for the JavaScript engine; with
+    // the native engine (which opens its own) only when a window falls back to this path.
     let src = asyncOf(snap);
     let dst = asyncOf(image);
-    if (opts.dataIo) {
-      src = await openAsync(opts.dataIo, opts.snapshot, 'snapshot device', false);
-      asyncFiles.push(src);
-      dst = await openAsync(opts.dataIo, opts.image, 'image file', true);
-      asyncFiles.push(dst);
-    }
+    let dataFiles: Promise<void> | undefined;
+    const openDataFiles = (): Promise<void> =>
+      (dataFiles ??= (async () => {
+        if (!opts.dataIo) return;
+        src = await openAsync(opts.dataIo, opts.snapshot, 'snapshot device', false);
+        asyncFiles.push(src);
+        dst = await openAsync(opts.dataIo, opts.image, 'image file', true);
+        asyncFiles.push(dst);
+      })());
+    if (!opts.native) await openDataFiles();
     opts.onValidated?.(v);
     const start = performance.now();
     const t = new Tally(v, opts.onProgress);
@@ -753,6 +805,7 @@ export async function updateImgAsync(backend: Backend, opts: UpdateImgAsyncOptio
           }
         }
         opts.onProgress?.({ ...t.progress });
+        if (failed.length) await openDataFiles();
         for (const w of failed) {
           buf ??= new Uint8Array(maxIo);
           await copyWindow(buf, w);
@@ -788,9 +841,17 @@ export async function updateImgAsync(backend: Backend, opts: UpdateImgAsyncOptio
       if (e instanceof UpdateImgError) throw new UpdateImgError('IO_ERROR', `${e.message}; the copy stopped`, 'the image is incomplete', e.errnoCode);
       throw new UpdateImgError('IO_ERROR', `reading the index of ${opts.cow} again failed: ${errCode(e)}`, 'the image is incomplete', errCode(e));
     }
-    if (t.ios > 0 && dst.sync) {
+    if (t.ios > 0 && opts.native && !opts.native.map && image.sync) {
+      // The native engine wrote the very file validation opened: flush it through that descriptor.
       try {
-        await dst.sync();
+        image.sync();
+      } catch (e) {
+        throw flushFailed(opts, e);
+      }
+    } else if (t.ios > 0) {
+      await openDataFiles();
+      try {
+        await dst.sync?.();
       } catch (e) {
         throw flushFailed(opts, e);
       }
@@ -802,7 +863,7 @@ export async function updateImgAsync(backend: Backend, opts: UpdateImgAsyncOptio
   }
 }
 
-function stripEntries(v: UpdateImgValidation & { entriesOf?: unknown }): UpdateImgValidation {
-  const { entriesOf: _drop, ...rest } = v;
+function stripEntries(v: UpdateImgValidation & { entriesOf?: unknown; runs?: unknown }): UpdateImgValidation {
+  const { entriesOf: _drop, runs: _runs, ...rest } = v;
   return rest;
 }

@@ -125,6 +125,25 @@ describe('updateImgAsync', () => {
     expect(readAll(c.b, c.image).subarray(11 * B, 12 * B).every((x) => x === 0xee)).toBe(true);
   });
 
+  it('plans the same reads and writes from the runs kept by validation as from a second pass over the index', async () => {
+    // runs across index chunk boundaries (chunks of 7 entries below) and longer than the largest I/O
+    const c = await backupCycle({ writes: [...scattered, [6 * B, 2 * B], [2000 * B, 600 * B], [2600 * B + 100, 10]] });
+    const plan = async (o: { cachedRuns?: number; indexChunkEntries?: number }) => {
+      const io = slowIo(c.b);
+      const r = await updateImgAsync(c.b, { snapshot: '/dev/datto0', cow: c.oldCow, image: c.image, dataIo: io, mergeGapBytes: 2 * B, ...o });
+      const { seconds: _s, ...rest } = r;
+      const sorted = (xs: [number, number][]) => [...xs].sort((a, b) => a[0] - b[0]);
+      return { r: rest, reads: sorted(io.reads), writes: sorted(io.writes) };
+    };
+    const kept = await plan({});
+    expect(kept.r).toMatchObject({ changedBlocks: 612, copiedBlocks: 612, errorBlocks: 0 });
+    expect(kept.reads.filter(([off]) => off >= 2000 * B && off < 3000 * B)).toEqual([[2000 * B, 256 * B], [2256 * B, 256 * B], [2512 * B, 89 * B]]);
+    expect(await plan({ cachedRuns: 0, indexChunkEntries: 7 })).toEqual(kept);
+    expect(await plan({ cachedRuns: 3, indexChunkEntries: 7 })).toEqual(kept); // more runs than kept: read again
+    expect(await plan({ cachedRuns: 3 })).toEqual(kept);
+    expectSameBlocks(c, [6, 7, 10, 12, 14, 2000, 2599, 2600]);
+  });
+
   it('a read error in the middle of a parallel copy loses only the failing block', async () => {
     const c = await backupCycle({ writes: scattered });
     const io = slowIo(c.b, { failRead: touches(301) });
