@@ -16,6 +16,7 @@ import { isDriverError } from '../driver/errors.js';
 import type { Backend, BlockFile, DeviceInfo } from '../driver/types.js';
 import { decodeEntries, decodeHeader, isFormatError, uuidHex, validateCowFile, type CowHeader } from '../format/index.js';
 import type { NativeCopyWindows } from '../native/index.js';
+import { NativePlanner, planWindowAt, type PlanBatch } from './native-plan.js';
 
 export type UpdateImgErrorCode =
   | 'OPEN_FAILED'
@@ -386,7 +387,7 @@ export function nodeAsyncIo(map: (path: string) => string = (p) => p): AsyncData
         while (done < buf.length) done += await promised<number>((cb) => fs.write(fd, buf, done, buf.length - done, offset + done, cb));
         return done;
       },
-      sync: () => promised<void>((cb) => fs.fsync(fd, (e) => cb(e, undefined))),
+      sync: () => promised<void>((cb) => fs.fdatasync(fd, (e) => cb(e, undefined))),
       close: async () => {
         if (closed) return;
         closed = true;
@@ -616,7 +617,7 @@ export function updateImg(backend: Backend, opts: UpdateImgOptions): UpdateImgRe
  * `native`, the windows are copied in batches by the native engine's
  * threads and only the windows it failed on take the JavaScript path; the
  * result is the same. Nothing is written before validation passed; the image
- * is flushed (fsync) once at the end. Throws UpdateImgError if validation or
+ * is flushed (fdatasync) once at the end. Throws UpdateImgError if validation or
  * the flush fails.
  */
 export async function updateImgAsync(backend: Backend, opts: UpdateImgAsyncOptions): Promise<UpdateImgResult> {
@@ -648,7 +649,8 @@ export async function updateImgAsync(backend: Backend, opts: UpdateImgAsyncOptio
     const start = performance.now();
     const t = new Tally(v, opts.onProgress);
     const maxRun = maxIo / COW_BLOCK_SIZE;
-    const windows = copyWindows(changedRuns(v, maxRun, opts.indexChunkEntries ?? 131072), maxRun, Math.floor(gapBytes / COW_BLOCK_SIZE));
+    const gapBlocks = Math.floor(gapBytes / COW_BLOCK_SIZE);
+    const windows = copyWindows(changedRuns(v, maxRun, opts.indexChunkEntries ?? 131072), maxRun, gapBlocks);
     let fatal: { error: unknown } | undefined;
 
     const span = (first: number, count: number): { off: number; len: number } => {
@@ -732,37 +734,16 @@ export async function updateImgAsync(backend: Backend, opts: UpdateImgAsyncOptio
       };
       const progress = new BigInt64Array(4);
       let buf: Uint8Array | undefined;
-      const nextBatch = (): { ws: CopyWindow[]; plan: Float64Array } | undefined => {
-        const ws: CopyWindow[] = [];
-        let len = 0;
-        try {
-          while (ws.length < batchMax && len < NATIVE_PLAN_MAX) {
-            const n = windows.next();
-            if (n.done) break;
-            ws.push(n.value);
-            len += 3 + 2 * n.value.parts.length;
-          }
-        } catch (e) {
-          // The index could not be read again: copy what was planned, then stop.
-          fatal = { error: e };
-        }
-        if (ws.length === 0) return undefined;
-        const plan = new Float64Array(len);
-        let i = 0;
-        for (const w of ws) {
-          plan[i++] = w.first;
-          plan[i++] = w.count;
-          plan[i++] = w.parts.length;
-          for (const [first, count] of w.parts) {
-            plan[i++] = first;
-            plan[i++] = count;
-          }
-        }
-        return { ws, plan };
+      const planner = new NativePlanner(v.runs ? { runs: v.runs } : changedRuns(v, maxRun, opts.indexChunkEntries ?? 131072), maxRun, gapBlocks);
+      const nextBatch = (): PlanBatch | undefined => {
+        const b = planner.next(batchMax, NATIVE_PLAN_MAX);
+        // The index could not be read again: copy what was planned, then stop.
+        if (planner.error) fatal = planner.error;
+        return b;
       };
       let batch = nextBatch();
       for (let nth = 0; batch; nth++) {
-        const { ws, plan } = batch;
+        const { plan, windows: nwin } = batch;
         progress.fill(0n);
         const base = { doneBytes: t.progress.doneBytes, doneBlocks: t.progress.doneBlocks };
         const report = (): void => {
@@ -789,20 +770,23 @@ export async function updateImgAsync(backend: Backend, opts: UpdateImgAsyncOptio
         t.progress.doneBytes = base.doneBytes;
         t.progress.doneBlocks = base.doneBlocks;
         const failed: CopyWindow[] = [];
-        for (let i = 0; i < ws.length; i++) {
-          const w = ws[i]!;
-          if (results[i] !== 0) {
-            failed.push(w);
+        for (let k = 0, at = 0; k < nwin; k++) {
+          const nparts = plan[at + 2]!;
+          if (results[k] !== 0) {
+            failed.push(planWindowAt(plan, at));
+            at += 3 + 2 * nparts;
             continue;
           }
           // What the JavaScript path counts for a window copied without error.
           t.ios++;
-          t.bytesRead += span(w.first, w.count).len;
-          for (const [first, count] of w.parts) {
+          t.bytesRead += span(plan[at]!, plan[at + 1]!).len;
+          for (let p = at + 3; p < at + 3 + 2 * nparts; p += 2) {
+            const count = plan[p + 1]!;
             t.copied += count;
-            t.progress.doneBytes += span(first, count).len;
+            t.progress.doneBytes += span(plan[p]!, count).len;
             t.progress.doneBlocks += count;
           }
+          at += 3 + 2 * nparts;
         }
         opts.onProgress?.({ ...t.progress });
         if (failed.length) await openDataFiles();

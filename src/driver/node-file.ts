@@ -101,9 +101,9 @@ class NodeBlockFile implements BlockFile {
 
   sync(): void {
     try {
-      fs.fsyncSync(this.handle());
+      fs.fdatasyncSync(this.handle());
     } catch (e) {
-      throw fsError(e, 'fsync', this.path);
+      throw fsError(e, 'fdatasync', this.path);
     }
   }
 

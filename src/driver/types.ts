@@ -96,7 +96,11 @@ export interface BlockFile {
   read(buf: Uint8Array, offset: number): number;
   /** Write buf at offset; returns bytes written. Throws on a read-only file. */
   write(buf: Uint8Array, offset: number): number;
-  /** Flush written data to stable storage (fsync); optional: a backend without durability omits it. */
+  /**
+   * Flush written data to stable storage (fdatasync: the data and the
+   * metadata needed to read it back, not the timestamps); optional: a
+   * backend without durability omits it.
+   */
   sync?(): void;
   close(): void;
 }
