@@ -144,6 +144,19 @@ describe('updateImgAsync', () => {
     expectSameBlocks(c, [6, 7, 10, 12, 14, 2000, 2599, 2600]);
   });
 
+  it('validation skips zero pages and granules of the index without missing the blocks at their edges', async () => {
+    const edges = [0, 63, 64, 511, 512, 513, 4095, 4096, 8191, 16383];
+    const c = await backupCycle({ writes: edges.map((b) => [b * B, B] as [number, number]) });
+    for (const o of [{}, { cachedRuns: 0 }, { indexChunkEntries: 100 }]) {
+      const io = slowIo(c.b);
+      const r = await updateImgAsync(c.b, { snapshot: '/dev/datto0', cow: c.oldCow, image: c.image, dataIo: io, mergeGapBytes: 0, ...o });
+      expect(r).toMatchObject({ changedBlocks: edges.length, copiedBlocks: edges.length, errorBlocks: 0 });
+      const written = io.writes.flatMap(([off, len]) => Array.from({ length: len / B }, (_, i) => off / B + i));
+      expect(written.sort((a, b) => a - b)).toEqual(edges);
+    }
+    expectSameBlocks(c, edges);
+  });
+
   it('a read error in the middle of a parallel copy loses only the failing block', async () => {
     const c = await backupCycle({ writes: scattered });
     const io = slowIo(c.b, { failRead: touches(301) });

@@ -220,10 +220,10 @@ describe('update-img validation: exit 3, image untouched', () => {
       'corrupted index entry after valid ones',
       (c) => {
         const p = craftedCow(c, () => {});
-        writeAt(c.b, p, COW_HEADER_SIZE + 8 * 16000, new Uint8Array([1, 2, 3, 4, 5, 6, 7, 255]));
+        writeAt(c.b, p, COW_HEADER_SIZE + 8 * 16003, new Uint8Array([1, 2, 3, 4, 5, 6, 7, 255]));
         return ['/dev/datto0', p, c.image];
       },
-      /index entry 16000|beyond 2\^53/,
+      /index entry of block 16003 is beyond 2\^53-1/,
       'BAD_COW_FILE',
     ],
   ];
