@@ -74,7 +74,9 @@ export interface NativeCopyProgressSlots {
  * copyWindows(src, dst, plan, opts, progress): copy read windows from src to
  * dst on native threads. `plan` lists windows in 4096-byte blocks:
  * [first, count, nparts, part0first, part0count, ...] repeated; each window
- * is read with one pread, each part (changed run) written with one pwrite.
+ * is read with one pread, each part (changed run) written with one pwrite
+ * (with opts.directWrite: parts at most opts.writeGap blocks apart as one
+ * O_DIRECT span, the unchanged blocks between them included).
  * Resolves to one entry per window: 0, or the errno of the failed read or
  * write. Rejects with a NativeErrnoError (syscall 'open') when a file cannot
  * be opened, before anything is written. Never fsyncs. `progress` is updated
