@@ -16,7 +16,7 @@ import { isDriverError } from '../driver/errors.js';
 import type { Backend, BlockFile, DeviceInfo } from '../driver/types.js';
 import { decodeEntries, decodeHeader, isFormatError, uuidHex, validateCowFile, type CowHeader } from '../format/index.js';
 import type { NativeCopyWindows } from '../native/index.js';
-import { NativePlanner, planWindowAt, type PlanBatch } from './native-plan.js';
+import { CopyPlanner, planWindowAt, planWindows, type CopyWindow, type PlanBatch, type RunSource } from './copy-plan.js';
 
 export type UpdateImgErrorCode =
   | 'OPEN_FAILED'
@@ -480,30 +480,16 @@ export function* changedRuns(v: Pick<Validated, 'snapshotBlocks' | 'entriesOf' |
   if (runLen > 0) yield [runStart, runLen];
 }
 
-/** One read of the snapshot: blocks [first, first+count) covering the changed runs `parts`. */
-export interface CopyWindow {
-  first: number;
-  count: number;
-  parts: [first: number, count: number][];
-}
+export type { CopyWindow } from './copy-plan.js';
 
 /**
  * Groups runs (in block order) into read windows of at most maxRun blocks,
  * joining a run to the window before it when the unchanged gap between them
- * is at most gapBlocks.
+ * is at most gapBlocks (the plan of src/cli/copy-plan.ts).
  */
-export function* copyWindows(runs: Iterable<[number, number]>, maxRun: number, gapBlocks: number): Generator<CopyWindow> {
-  let w: CopyWindow | undefined;
-  for (const [first, count] of runs) {
-    if (w && first - (w.first + w.count) <= gapBlocks && first + count - w.first <= maxRun) {
-      w.parts.push([first, count]);
-      w.count = first + count - w.first;
-      continue;
-    }
-    if (w) yield w;
-    w = { first, count, parts: [[first, count]] };
-  }
-  if (w) yield w;
+export function copyWindows(runs: Iterable<[number, number]>, maxRun: number, gapBlocks: number): Generator<CopyWindow> {
+  const it = runs[Symbol.iterator]();
+  return planWindows({ next: () => it.next() }, maxRun, gapBlocks);
 }
 
 function checkedMaxIo(opts: UpdateImgOptions): number {
@@ -683,7 +669,8 @@ export async function updateImgAsync(backend: Backend, opts: UpdateImgAsyncOptio
     const t = new Tally(v, opts.onProgress);
     const maxRun = maxIo / COW_BLOCK_SIZE;
     const gapBlocks = Math.floor(gapBytes / COW_BLOCK_SIZE);
-    const windows = copyWindows(changedRuns(v, maxRun, opts.indexChunkEntries ?? 131072), maxRun, gapBlocks);
+    const runSource = (): RunSource => (v.runs ? { runs: v.runs } : changedRuns(v, maxRun, opts.indexChunkEntries ?? 131072));
+    const windows = planWindows(runSource(), maxRun, gapBlocks);
     let fatal: { error: unknown } | undefined;
 
     const span = (first: number, count: number): { off: number; len: number } => {
@@ -767,7 +754,7 @@ export async function updateImgAsync(backend: Backend, opts: UpdateImgAsyncOptio
       };
       const progress = new BigInt64Array(4);
       let buf: Uint8Array | undefined;
-      const planner = new NativePlanner(v.runs ? { runs: v.runs } : changedRuns(v, maxRun, opts.indexChunkEntries ?? 131072), maxRun, gapBlocks);
+      const planner = new CopyPlanner(runSource(), maxRun, gapBlocks);
       const nextBatch = (): PlanBatch | undefined => {
         const b = planner.next(batchMax, NATIVE_PLAN_MAX);
         // The index could not be read again: copy what was planned, then stop.

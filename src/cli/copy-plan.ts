@@ -1,16 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /**
- * The native copy engine's plan, written straight into the Float64Array the
- * binding takes ([first, count, nparts, then first and count of each part]
- * per read window), one batch at a time. Its windows are those of
- * copyWindows(changedRuns(...)) in update-img-core: runs of changed blocks
- * cut at maxRun blocks, a run joining the window before it while the
- * unchanged gap is at most gapBlocks and the window stays within maxRun
- * blocks. It is a loop over numbers instead of generators of arrays: under
- * emulation the generators cost more than a scattered copy's planning is
- * worth (a test checks both agree).
+ * update-img's read windows, planned once for both copy engines: runs of
+ * changed blocks cut at maxRun blocks, a run joining the window before it
+ * while the unchanged gap is at most gapBlocks and the window stays within
+ * maxRun blocks. CopyPlanner writes them straight into the Float64Array the
+ * native engine takes ([first, count, nparts, then first and count of each
+ * part] per window), one batch at a time, with a loop over numbers (under
+ * emulation, generators of arrays cost more than a scattered copy's
+ * planning is worth); planWindows hands the same windows to the JavaScript
+ * engine one at a time.
  */
-
 /** Where the runs come from: the runs validation kept (first, count pairs), or an iterator. */
 export type RunSource = { runs: Float64Array } | { next: () => IteratorResult<[first: number, count: number]> };
 
@@ -21,14 +20,21 @@ export interface PlanBatch {
 }
 
 /** One window of a plan, at the offset of its first number. */
-export function planWindowAt(plan: Float64Array, at: number): { first: number; count: number; parts: [number, number][] } {
+/** One read of the snapshot: blocks [first, first+count) covering the changed runs `parts`. */
+export interface CopyWindow {
+  first: number;
+  count: number;
+  parts: [first: number, count: number][];
+}
+
+export function planWindowAt(plan: Float64Array, at: number): CopyWindow {
   const nparts = plan[at + 2]!;
   const parts: [number, number][] = [];
   for (let k = 0; k < nparts; k++) parts.push([plan[at + 3 + 2 * k]!, plan[at + 4 + 2 * k]!]);
   return { first: plan[at]!, count: plan[at + 1]!, parts };
 }
 
-export class NativePlanner {
+export class CopyPlanner {
   /** What the run source threw; the batch it happened in holds the windows closed before. */
   error: { error: unknown } | undefined;
   private ri = 0;
@@ -132,4 +138,20 @@ export class NativePlanner {
     }
     return windows ? { plan: plan.subarray(0, len), windows } : undefined;
   }
+}
+
+/**
+ * The windows one at a time (planned a batch of 256 ahead). What the run
+ * source threw is thrown after the windows closed before it.
+ */
+export function* planWindows(src: RunSource, maxRun: number, gapBlocks: number): Generator<CopyWindow> {
+  const p = new CopyPlanner(src, maxRun, gapBlocks);
+  for (let b = p.next(256, Infinity); b; b = p.next(256, Infinity)) {
+    for (let k = 0, at = 0; k < b.windows; k++) {
+      const w = planWindowAt(b.plan, at);
+      at += 3 + 2 * w.parts.length;
+      yield w;
+    }
+  }
+  if (p.error) throw p.error.error;
 }
