@@ -439,6 +439,7 @@ static void dev_resume(struct dbd_dev *dev, const struct path *root)
 		return;
 	}
 	dev->state |= DBD_STATE_ACTIVE;
+	dev->umount_check = false;	/* that unmount is over */
 	if (dev->snap)
 		dbd_snap_wake(dev->snap);
 	if (dev->inc)
@@ -480,6 +481,8 @@ static void mount_suspend(const struct vfsmount *mnt,
 			continue;
 		}
 		dev->state &= ~DBD_STATE_ACTIVE;
+		/* only the unmount that this may be sets it, after success */
+		dev->umount_check = false;
 		set_bit(i, dormant);
 		dbd_info("device %u dormant", dev->minor);
 	}
@@ -578,7 +581,8 @@ void dbd_mount_post_umount(const char *mnt_path, const unsigned long *dormant,
 				dev->umount_check = true;
 		}
 		mutex_unlock(&dbd_ctl_mutex);
-		schedule_delayed_work(&dbd_umount_check, HZ);
+		/* a second from the latest unmount, not from the first */
+		mod_delayed_work(system_wq, &dbd_umount_check, HZ);
 		return;
 	}
 	have_root = mnt_path && !kern_path(mnt_path, LOOKUP_FOLLOW, &root);

@@ -20,7 +20,7 @@ import { fileURLToPath } from 'node:url';
 const repo = resolve(fileURLToPath(new URL('.', import.meta.url)), '..', '..');
 const vmDir = resolve(process.env.DBD_VM_DIR ?? join(process.env.TMPDIR ?? '/tmp', 'dattobd-vm'));
 const params: Record<string, string> = {};
-for (const k of ['DBD_DIFF_RUNS', 'DBD_DIFF_SEED', 'DBD_DIFF_PATH', 'DBD_DIFF_MIN', 'DBD_DIFF_MAX']) {
+for (const k of ['DBD_DIFF_RUNS', 'DBD_DIFF_SEED', 'DBD_DIFF_PATH', 'DBD_DIFF_MIN', 'DBD_DIFF_MAX', 'DBD_DIFF_REPLAY']) {
   const v = process.env[k];
   if (v !== undefined) params[k] = v;
 }

@@ -15,7 +15,9 @@
 // test/differential/run-vm-diff.ts, since the harness does not pass the
 // host's environment): DBD_DIFF_RUNS (sequences per kernel, default 100,
 // spread over the 25 cases below), DBD_DIFF_SEED, DBD_DIFF_PATH,
-// DBD_DIFF_MIN / DBD_DIFF_MAX (commands per sequence, default 20..50).
+// DBD_DIFF_MIN / DBD_DIFF_MAX (commands per sequence, default 20..50),
+// DBD_DIFF_REPLAY (a counterexample as printed by a failure, the JSON
+// [[commands...], seed]: batch 0 runs only that sequence, the others skip).
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
@@ -33,6 +35,7 @@ interface DiffParams {
   path: string | undefined;
   min: number;
   max: number;
+  replay: [Cmd[], number] | undefined;
 }
 
 function params(t: VmContext): DiffParams {
@@ -51,12 +54,14 @@ function params(t: VmContext): DiffParams {
     return Number.isSafeInteger(v) && v > 0 ? v : d;
   };
   const seed = get('DBD_DIFF_SEED');
+  const replay = get('DBD_DIFF_REPLAY');
   return {
     runs: int('DBD_DIFF_RUNS', 100),
     seed: seed !== undefined && Number.isSafeInteger(Number(seed)) ? Number(seed) : undefined,
     path: get('DBD_DIFF_PATH'),
     min: int('DBD_DIFF_MIN', 20),
     max: int('DBD_DIFF_MAX', 50),
+    replay: replay === undefined ? undefined : (JSON.parse(replay) as [Cmd[], number]),
   };
 }
 
@@ -88,7 +93,8 @@ async function batch(t: VmContext, index: number): Promise<void> {
   const p = params(t);
   const per = Math.ceil(p.runs / BATCHES);
   const from = index * per;
-  const count = Math.max(0, Math.min(per, p.runs - from));
+  const count = p.replay ? (index === 0 ? 1 : 0) : Math.max(0, Math.min(per, p.runs - from));
+  if (count === 0 && p.replay) t.skip('DBD_DIFF_REPLAY: batch 0 replays the sequence');
   if (count === 0) t.skip(`DBD_DIFF_RUNS=${p.runs}: no sequences left for batch ${index}`);
 
   t.modprobe('loop');
@@ -149,7 +155,8 @@ async function batch(t: VmContext, index: number): Promise<void> {
       } catch (e) {
         if (!(e instanceof Divergence)) throw e;
         stats.divergences++;
-        const msg = `divergence on ${t.kernel.kver} at command ${i + 1}/${cmds.length}:\n  ${log.join('\n  ')}\n=> ${e.message}`;
+        // the message first: CI logs may cut the end of a long report
+        const msg = `divergence on ${t.kernel.kver} at command ${i + 1}/${cmds.length}: ${e.message}\n  ${log.join('\n  ')}\n=> ${e.message}`;
         if (!stats.firstDivergence) {
           stats.firstDivergence = msg;
           writeStats();
@@ -207,7 +214,8 @@ async function batch(t: VmContext, index: number): Promise<void> {
   if (p.seed !== undefined) fcParams.seed = p.seed + index;
   if (p.path !== undefined) fcParams.path = p.path;
   try {
-    fc.assert(fc.property(sequenceArb(cfg, { exclude, minLength: p.min, maxLength: p.max }), fc.nat(), runSequence), fcParams);
+    if (p.replay) runSequence(p.replay[0], p.replay[1]);
+    else fc.assert(fc.property(sequenceArb(cfg, { exclude, minLength: p.min, maxLength: p.max }), fc.nat(), runSequence), fcParams);
   } finally {
     // leave no active device behind: it would keep the filesystems busy for the runner's cleanup
     kw.closeAll();

@@ -197,3 +197,36 @@ export async function umountWithWritableBindMountFailsEio(t: VmContext): Promise
   t.run(['umount', other]);
   t.unloadModule();
 }
+
+/**
+ * The post-umount check (a second after an unmount) must judge only a device
+ * that is still dormant from that unmount. Found by the model test: umount,
+ * mount (active again), then a remount-ro about a second later; the check
+ * fired while the remount had made the device dormant but the superblock was
+ * not read-only yet, and failed the device with EIO. Here the remount-ro has
+ * dirty file data to write back, which holds that window open for 0.1-0.3 s
+ * under TCG, and starts at delays 80 ms apart, so that the check lands in the
+ * window in at least one of them.
+ */
+export async function remountRoAfterRemountKeepsDevice(t: VmContext): Promise<void> {
+  const part = partition(t, t.disks[0]!, 320);
+  t.mkfs('ext4', part, ['-E', 'lazy_itable_init=0,lazy_journal_init=0']);
+  const mnt = t.mount(part);
+  // overwritten in place below: its blocks are copied to the COW file once
+  t.sh(`dd if=/dev/zero of=${mnt}/fill bs=1M count=8 status=none && sync`);
+  t.loadModule();
+  t.ioctl.setup(0, part, `${mnt}/.datto`, 32);
+  for (const delay of ['0', '0.08', '0.16', '0.24', '0.32', '0.4', '0.48', '0.56', '0.64']) {
+    t.sh(`umount ${mnt} && mount ${part} ${mnt} && dd if=/dev/zero of=${mnt}/fill bs=1M count=8 conv=notrunc status=none && sleep ${delay} && mount -o remount,ro ${mnt}`);
+    t.sh('sleep 1.2');
+    const info = t.ioctl.info(0);
+    assert.equal(info.error, 0, `remount-ro ${delay} s after refilling, soon after an umount and a mount, failed the device (${info.error})`);
+    assert.equal(info.state, 1, 'dormant while the filesystem is read-only');
+    t.sh(`mount -o remount,rw ${mnt}`);
+    assert.equal(t.ioctl.info(0).state, 3, 'active again after remount-rw');
+  }
+  assert.ok(!t.kmsg().some((l) => l.includes('still mounted after umounting')), 'the post-umount check misfired');
+  t.ioctl.destroy(0);
+  t.umount(mnt);
+  t.unloadModule();
+}
