@@ -24,6 +24,11 @@ for (const k of ['DBD_DIFF_RUNS', 'DBD_DIFF_SEED', 'DBD_DIFF_PATH', 'DBD_DIFF_MI
   const v = process.env[k];
   if (v !== undefined) params[k] = v;
 }
+// a new seed unless one is given (the test suite's default is a fixed one)
+if (params['DBD_DIFF_SEED'] === undefined || params['DBD_DIFF_SEED'] === 'random') {
+  params['DBD_DIFF_SEED'] = String(Math.floor(Math.random() * 2 ** 31));
+  console.log(`DBD_DIFF_SEED=${params['DBD_DIFF_SEED']}`);
+}
 // node --import tsx runs main.ts in the child process itself: its pid names the run dirs
 const child = spawn(process.execPath, ['--import', 'tsx', 'test/vm/main.ts'], {
   cwd: repo,
