@@ -180,7 +180,7 @@ export async function benchUpdateImg(
   return {
     volumeMiB,
     rows,
-    note: 'best of the repetitions; host, real files in the page cache, both fsync the image; update-img (CLI defaults: 16 copies in flight, gaps up to 128 KiB read over) time includes validation (index read twice); dd time includes its process start (~1-2 ms); ratio = dd time / update-img time',
+    note: 'best of the repetitions; host, real files in the page cache, both fsync the image; update-img (CLI defaults: 16 copies in flight, gaps up to 256 KiB read over) time includes validation (index read twice); dd time includes its process start (~1-2 ms); ratio = dd time / update-img time',
   };
 }
 

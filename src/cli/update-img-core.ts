@@ -335,7 +335,7 @@ export interface UpdateImgAsyncOptions extends UpdateImgOptions {
   dataIo?: AsyncDataIo;
   /**
    * Unchanged gaps of at most this many bytes between changed runs are read
-   * over (default 128 KiB; 0: never): one larger read replaces several small
+   * over (default 256 KiB; 0: never): one larger read replaces several small
    * ones, and only the changed blocks are written.
    */
   mergeGapBytes?: number;
@@ -381,7 +381,7 @@ export const NATIVE_BATCH_WINDOWS = 16384;
 const NATIVE_PLAN_MAX = 1 << 20;
 
 /** Default of mergeGapBytes: below this, reading the gap costs less than one more small read. */
-export const DEFAULT_MERGE_GAP = 128 << 10;
+export const DEFAULT_MERGE_GAP = 256 << 10;
 
 /** Writes up to this size are issued directly (fs.writeSync) by nodeAsyncIo. */
 const SYNC_WRITE_MAX = 64 << 10;

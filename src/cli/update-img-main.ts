@@ -184,7 +184,7 @@ export async function main(argv: string[], opts: UpdateImgMainOptions = {}): Pro
     .option('--no-progress', 'no progress bar (it is only drawn when stderr is a terminal)')
     .addOption(new Option('--max-io <bytes>', 'largest single I/O').argParser(parseMaxIo).default(1048576, '1 MiB'))
     .addOption(new Option('--parallel <n>', 'copies in flight at once').argParser(parseParallel).default(DEFAULT_PARALLEL))
-    .addOption(new Option('--merge-gap <bytes>', 'read over unchanged gaps up to this size (0: never)').argParser(parseMergeGap).default(DEFAULT_MERGE_GAP, '128 KiB'))
+    .addOption(new Option('--merge-gap <bytes>', 'read over unchanged gaps up to this size (0: never)').argParser(parseMergeGap).default(DEFAULT_MERGE_GAP, '256 KiB'))
     .option('--exact-writes', 'write only the changed blocks, through the page cache (see below)')
     .addOption(new Option('--backend <name>').choices(['kernel', 'emulator']).hideHelp())
     .addOption(new Option('--engine <name>').choices(ENGINES).hideHelp())

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { COW_BLOCK_SIZE as B } from '../../src/abi/constants.js';
-import { nodeAsyncIo, updateImgAsync, UpdateImgError, type NativeCopyEngine, type UpdateImgProgress, type UpdateImgResult } from '../../src/cli/update-img-core.js';
+import { DEFAULT_MERGE_GAP, nodeAsyncIo, updateImgAsync, UpdateImgError, type NativeCopyEngine, type UpdateImgProgress, type UpdateImgResult } from '../../src/cli/update-img-core.js';
 import { main as updateImgMain } from '../../src/cli/update-img-main.js';
 import { loadNativeCopy, type NativeCopyWindows } from '../../src/native/index.js';
 import { backupCycle, MIB, readAll, rng, type Cycle } from './scenario.js';
@@ -260,7 +260,7 @@ describe.skipIf(!copyWindows)(`native copy engine${skipReason}`, () => {
         dataIo: nodeAsyncIo(map),
         native: { copyWindows: copyWindows!, map, direct: true, directWrite: true, ...(writeGapBytes !== undefined ? { writeGapBytes } : {}) },
       });
-      // one window [10, 41): the 25-block gap is under the 32-block (128 KiB) merge gap
+      // one window [10, 41): the 25-block gap is under the 64-block (256 KiB) merge gap
       expect(r).toMatchObject({ changedBlocks: 4, copiedBlocks: 4, ios: 1, bytesRead: 31 * B, bytesCopied: 4 * B });
       const img = readFileSync(files.imgNative);
       const block = (b: number) => img.subarray(b * B, (b + 1) * B);
@@ -405,7 +405,7 @@ describe.skipIf(!copyWindows)(`update-img --engine${skipReason}`, () => {
     expect(engine.calls).toBe(1);
     expectImageIsSnapshot(files);
     // by default direct span writes over the merge gap; --exact-writes: the changed runs through the page cache
-    expect(engine.opts).toMatchObject({ directWrite: true, writeGap: 32 });
+    expect(engine.opts).toMatchObject({ directWrite: true, writeGap: DEFAULT_MERGE_GAP / 4096 });
     const exact = await run(['--json', '--exact-writes', '--merge-gap', '8192', '/dev/datto0', c.oldCow, c.image], c, { native, dataIoMap: map });
     expect(JSON.parse(exact.stdout)).toMatchObject({ ok: true, engine: 'native' });
     expect(engine.opts).toMatchObject({ directWrite: false, writeGap: 0 });
