@@ -182,7 +182,7 @@ async function main(): Promise<void> {
   write({
     date: new Date().toISOString(),
     host: hostInfo(),
-    guest: { accel: 'tcg', smp, memMiB, dataMiB: DATA_MIB, disk: `2 × ${disk} virtio-blk (vda traced, vdb untracked twin), raw sparse files on the host, cache=none, aio=threads` },
+    guest: { accel: 'tcg', smp, memMiB, dataMiB: DATA_MIB, disk: `2 × ${disk} virtio-blk (vda traced, vdb untracked twin) and a 64 MiB one (vdc, update-img's volume), raw sparse files on the host, cache=none, aio=threads` },
     parallelBoots: jobs,
     reps: params.reps,
     wallSeconds: (Date.now() - t0) / 1000,
@@ -202,7 +202,7 @@ async function main(): Promise<void> {
   const results: BenchResults = {
     date: new Date().toISOString(),
     host: hostInfo(),
-    guest: { accel: 'tcg', smp, memMiB, dataMiB: DATA_MIB, disk: `2 × ${disk} virtio-blk (vda traced, vdb untracked twin), raw sparse files on the host, cache=none, aio=threads` },
+    guest: { accel: 'tcg', smp, memMiB, dataMiB: DATA_MIB, disk: `2 × ${disk} virtio-blk (vda traced, vdb untracked twin) and a 64 MiB one (vdc, update-img's volume), raw sparse files on the host, cache=none, aio=threads` },
     parallelBoots: jobs,
     reps: params.reps,
     wallSeconds: (Date.now() - t0) / 1000,

@@ -25,7 +25,7 @@ import { nodeIo } from '../src/driver/node-file.js';
 import { infoOnlyControl } from './lib/info-only-control.js';
 import type { Backend, DeviceInfo } from '../src/driver/types.js';
 import { encodeEntries, encodeHeader, geometry, uuidHex } from '../src/format/index.js';
-import { nodeAsyncIo, updateImgAsync } from '../src/cli/update-img-core.js';
+import { DEFAULT_MERGE_GAP, DEFAULT_PARALLEL, nodeAsyncIo, updateImgAsync } from '../src/cli/update-img-core.js';
 
 export interface UpdateImgBenchRow {
   pattern: 'scattered' | 'clustered';
@@ -180,7 +180,7 @@ export async function benchUpdateImg(
   return {
     volumeMiB,
     rows,
-    note: 'best of the repetitions; host, real files in the page cache, both fsync the image; update-img (CLI defaults: 16 copies in flight, gaps up to 256 KiB read over) time includes validation (index read twice); dd time includes its process start (~1-2 ms); ratio = dd time / update-img time',
+    note: `best of the repetitions; host, real files in the page cache, both fsync the image; update-img (CLI defaults: ${DEFAULT_PARALLEL} copies in flight, gaps up to ${DEFAULT_MERGE_GAP / 1024} KiB read over) time includes validation (index read twice); dd time includes its process start (~1-2 ms); ratio = dd time / update-img time`,
   };
 }
 

@@ -18,6 +18,9 @@ import type { TestFile } from '../test/vm/lib/suite.js';
 import type { BenchParams } from './guest/params.js';
 import type { Sample } from './lib/types.js';
 
+/** vdc: the volume update-img's benchmark snapshots, a whole virtio disk as a user's /dev/sdX */
+const UIMG_DISK_BYTES = 64 * 1024 * 1024;
+
 export interface VmBenchOptions {
   /** directory holding the module's sources (a Kbuild file) */
   kernelSrc: string;
@@ -78,6 +81,7 @@ export async function runKernelBench(k: KernelInfo, tests: TestFile[], tool: str
     disks: [
       { dev: '/dev/vda', size: o.diskBytes },
       { dev: '/dev/vdb', size: o.diskBytes },
+      { dev: '/dev/vdc', size: UIMG_DISK_BYTES },
     ],
     tests,
     commandTimeoutMs: 240_000,
@@ -93,11 +97,12 @@ export async function runKernelBench(k: KernelInfo, tests: TestFile[], tool: str
     kernel: k,
     initramfs,
     runDir,
-    disks: [{ size: o.diskBytes }, { size: o.diskBytes }],
+    disks: [{ size: o.diskBytes }, { size: o.diskBytes }, { size: UIMG_DISK_BYTES }],
     timeoutMs: o.timeoutS * 1000,
     smp: o.smp,
     memMiB: o.memMiB,
     onSerial: o.verbose ? (s) => process.stdout.write(s) : undefined,
+    onRetry: (m) => log(`boot [${k.name}]: ${m}`),
   });
   res.bootSeconds = boot.seconds;
   rmSync(bundle, { force: true });
@@ -123,7 +128,7 @@ export async function runKernelBench(k: KernelInfo, tests: TestFile[], tool: str
   if (kp.length) problems.push(`kernel log problems:\n${formatProblems(kp)}`);
   if (boot.timedOut) problems.push(`guest timed out after ${o.timeoutS} s`);
   else if (boot.exitCode === null) problems.push(`guest ended without an exit status (QEMU exit ${boot.qemuExit})`);
-  for (const f of ['disk0.img', 'disk1.img']) rmSync(join(runDir, f), { force: true });
+  for (const f of ['disk0.img', 'disk1.img', 'disk2.img']) rmSync(join(runDir, f), { force: true });
   if (!o.keep && !problems.length) rmSync(runDir, { recursive: true, force: true });
   else log(`  run directory kept: ${runDir}`);
   log(`boot [${k.name}]: ${boot.seconds.toFixed(1)} s, ${res.samples.length} samples`);

@@ -46,6 +46,10 @@ function updateImgMetrics(): Record<string, MetricDef> {
   out['uimg.scattered.10.exact'] = { title: 'update-img vs dd, 10 % scattered, --exact-writes', kind: 'value', section: 'update-img' };
   out['uimg.scattered.50.exact'] = { title: 'update-img vs dd, 50 % scattered, --exact-writes', kind: 'value', section: 'update-img' };
   out['uimg.clustered.50.js'] = { title: 'update-img vs dd, 50 % clustered, JS copy engine', kind: 'value', section: 'update-img' };
+  out['uimg.loop.scattered.1'] = { title: 'update-img vs dd, 1 % scattered, volume on a loop device (former layout)', kind: 'value', section: 'update-img' };
+  out['uimg.loop.scattered.10'] = { title: 'update-img vs dd, 10 % scattered, volume on a loop device (former layout)', kind: 'value', section: 'update-img' };
+  out['uimg.scattered.1.origin'] = { title: 'update-img vs dd, 1 % scattered, reading the origin instead of the snapshot (bound)', kind: 'value', section: 'update-img' };
+  out['uimg.scattered.10.origin'] = { title: 'update-img vs dd, 10 % scattered, reading the origin instead of the snapshot (bound)', kind: 'value', section: 'update-img' };
   out['uimg.method'] = { title: 'update-img benchmark method', kind: 'value', section: 'update-img' };
   return out;
 }

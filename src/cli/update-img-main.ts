@@ -183,7 +183,7 @@ export async function main(argv: string[], opts: UpdateImgMainOptions = {}): Pro
     .option('--json', 'print exactly one JSON document on stdout (errors too)')
     .option('--no-progress', 'no progress bar (it is only drawn when stderr is a terminal)')
     .addOption(new Option('--max-io <bytes>', 'largest single I/O').argParser(parseMaxIo).default(1048576, '1 MiB'))
-    .addOption(new Option('--parallel <n>', 'copies in flight at once').argParser(parseParallel).default(DEFAULT_PARALLEL))
+    .addOption(new Option('--parallel <n>', 'copies in flight at once').argParser(parseParallel).default(DEFAULT_PARALLEL, `${DEFAULT_PARALLEL} here: 4 per CPU, 4 to 16`))
     .addOption(new Option('--merge-gap <bytes>', 'read over unchanged gaps up to this size (0: never)').argParser(parseMergeGap).default(DEFAULT_MERGE_GAP, '256 KiB'))
     .option('--exact-writes', 'write only the changed blocks, through the page cache (see below)')
     .addOption(new Option('--backend <name>').choices(['kernel', 'emulator']).hideHelp())

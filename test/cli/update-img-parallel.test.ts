@@ -4,12 +4,12 @@
 // failing read or write in the middle of the copy loses only its blocks, and
 // the node:fs implementation copies real files.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DriverError } from '../../src/driver/errors.js';
 import type { Backend } from '../../src/driver/types.js';
-import { copyWindows, nodeAsyncIo, updateImgAsync, type AsyncBlockFile, type AsyncDataIo } from '../../src/cli/update-img-core.js';
+import { copyWindows, DEFAULT_PARALLEL, defaultParallel, nodeAsyncIo, updateImgAsync, type AsyncBlockFile, type AsyncDataIo } from '../../src/cli/update-img-core.js';
 import { backupCycle, MIB, readAll, type Cycle } from './scenario.js';
 import { updateImg as runUpdateImg } from './run-cli.js';
 import { main as updateImgMain } from '../../src/cli/update-img-main.js';
@@ -105,6 +105,17 @@ describe('updateImgAsync', () => {
     expect(r).toMatchObject({ changedBlocks: 9, copiedBlocks: 9, errorBlocks: 0, ios: 6, bytesCopied: 9 * B, bytesRead: 9 * B });
     expect(io.maxReadsInFlight).toBe(4);
     expect(Buffer.compare(Buffer.from(readAll(c.b, c.image)), Buffer.from(readAll(c.b, '/dev/datto0')))).toBe(0);
+  });
+
+  it('without --parallel keeps the default number of copies in flight: four per CPU, 4 to 16', async () => {
+    expect([0, 1, 2, 3, 4, 64].map((cpus) => defaultParallel(cpus))).toEqual([4, 4, 8, 12, 16, 16]);
+    expect(DEFAULT_PARALLEL).toBe(defaultParallel(availableParallelism()));
+    // 40 single changed blocks 400 KiB apart (more than the merge gap): 40 windows, more than any default
+    const c = await backupCycle({ writes: Array.from({ length: 40 }, (_, i): [number, number] => [i * 100 * B, B]) });
+    const io = slowIo(c.b);
+    const r = await updateImgAsync(c.b, { snapshot: '/dev/datto0', cow: c.oldCow, image: c.image, dataIo: io });
+    expect(r).toMatchObject({ copiedBlocks: 40, errorBlocks: 0, ios: 40 });
+    expect(io.maxReadsInFlight).toBe(DEFAULT_PARALLEL);
   });
 
   it('reads over small gaps but writes only the changed blocks', async () => {

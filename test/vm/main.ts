@@ -5,7 +5,7 @@
 // checks the guest's kernel log, runs the harness self-test (a module with
 // WARN_ON must be reported), prints per-test results and writes --json.
 // See test/vm/README.md for the environment variables.
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { GuestConfig } from './guest/api.js';
 import type { CaseResult } from './guest/runner.js';
@@ -153,7 +153,7 @@ async function runSuite(
   writeFileSync(join(runDir, 'guest.sh'), runnerScript(cfgPath, bundle), { mode: 0o755 });
   const nCases = tests.reduce((a, t) => a + t.cases.length, 0);
   const timeoutMs = (opts.timeoutS ?? 120 + 90 * nCases) * 1000;
-  const bootOnce = (): Promise<BootResult> => bootGuest({
+  const boot = await bootGuest({
     kernel: kb.kernel,
     initramfs: kb.initramfs,
     runDir,
@@ -168,17 +168,8 @@ async function runSuite(
     // boot + node start, then each case must begin or end within the case timeout
     idle: { ms: (opts.caseTimeoutS + 60) * 1000, progress: /dbd-vm: (init:|runner started|BEGIN |PASSED |FAILED |SKIPPED )/ },
     onSerial: opts.verbose ? (s) => process.stdout.write(s) : progressPrinter(kb.kernel.name),
+    onRetry: (m) => log(`boot [${kb.kernel.name}] ${label}: ${m}`),
   });
-  let boot = await bootOnce();
-  // A kernel that ends before /init is ready has run no test and never loaded the module (seen
-  // once on 6.12-rt under TCG: an int3 oops in sched_clock_cpu while the boot patched its static
-  // keys). Boot once more; the first console log is kept next to the second.
-  if (boot.marks.initReady === null && boot.exitCode === null && !boot.timedOut) {
-    const first = join(runDir, 'serial.first-boot.log');
-    renameSync(join(runDir, 'serial.log'), first);
-    log(`boot [${kb.kernel.name}] ${label}: the kernel ended before init was ready (QEMU exit ${boot.qemuExit}; console log ${first}), booting once more`);
-    boot = await bootOnce();
-  }
   bootTimes.push({ kernel: kb.kernel.name, kver: kb.kernel.kver, boot: label, seconds: boot.seconds, ...boot.marks });
   const f = (x: number | null): string => (x === null ? '-' : `${x.toFixed(1)} s`);
   log(

@@ -4,7 +4,7 @@
 // disks. The payload is <runDir>/guest.sh, run by the initramfs /init. A
 // host-side timeout always bounds the boot.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, writeFileSync, ftruncateSync, createWriteStream } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, writeFileSync, ftruncateSync, createWriteStream, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import type { KernelInfo } from './kernels.js';
 import { REPO, vmDir } from './paths.js';
@@ -45,6 +45,8 @@ export interface BootOptions {
    * long (a case stuck in the kernel cannot be interrupted from inside).
    */
   idle?: { ms: number; progress: RegExp };
+  /** told when the guest is booted a second time (see bootGuest) */
+  onRetry?: (message: string) => void;
 }
 
 export interface BootResult {
@@ -60,6 +62,8 @@ export interface BootResult {
   serial: string;
   /** full guest dmesg (from the run dir), or '' if the guest died first */
   dmesg: string;
+  /** the first boot's kernel died before /init was ready and this result is the second boot's */
+  retried: boolean;
 }
 
 export function parseSize(s: string): number {
@@ -138,7 +142,24 @@ function killGuest(c: ChildProcess): void {
   }
 }
 
+/**
+ * Boot the guest and run its payload. A kernel that ends before /init is
+ * ready has run nothing (no test, module never loaded): seen once on
+ * 6.12-rt under TCG, an int3 oops in sched_clock_cpu while the boot
+ * patched its static keys. Such a guest is booted once more (not an
+ * interactive one); the first console log is kept as serial.first-boot.log.
+ * A second early death is returned as it is.
+ */
 export async function bootGuest(o: BootOptions): Promise<BootResult> {
+  const first = await bootOnce(o);
+  if (o.interactive || first.marks.initReady !== null || first.exitCode !== null || first.timedOut) return first;
+  const kept = join(o.runDir, 'serial.first-boot.log');
+  renameSync(join(o.runDir, 'serial.log'), kept);
+  o.onRetry?.(`the kernel ended before init was ready (QEMU exit ${first.qemuExit}; console log ${kept}), booting once more`);
+  return { ...(await bootOnce(o)), retried: true };
+}
+
+async function bootOnce(o: BootOptions): Promise<BootResult> {
   installSignalHandlers();
   o.disks.forEach((d, i) => {
     const fd = openSync(join(o.runDir, `disk${i}.img`), 'w');
@@ -229,5 +250,5 @@ export async function bootGuest(o: BootOptions): Promise<BootResult> {
   }
   const dmesgFile = join(o.runDir, 'dmesg.txt');
   const dmesg = existsSync(dmesgFile) ? readFileSync(dmesgFile, 'utf8') : '';
-  return { exitCode, timedOut, timeoutReason, qemuExit, seconds, marks, serial, dmesg };
+  return { exitCode, timedOut, timeoutReason, qemuExit, seconds, marks, serial, dmesg, retried: false };
 }
