@@ -130,7 +130,7 @@ export function renderResultsMd(r: BenchResults, previous: string): string {
     ...(r.phases ? [`Where the wall time went: ${Object.entries(r.phases).map(([k, v]) => `${k} ${v.toFixed(0)} s`).join(', ')}.`] : []),
     `Module measured: ${r.moduleSource}.`,
     `Host: ${r.host.cpus} × ${r.host.model}, Node ${r.host.node}, ${r.host.qemu}.`,
-    `Guest: QEMU **TCG** (no KVM), ${r.guest.smp} vCPUs, ${r.guest.memMiB} MiB; disks dedicated to the benchmark: ${r.guest.disk}. Two of them: /dev/vda (traced; prefilled once so the host image has no holes) and /dev/vdb (the untracked twin), each with ext4 (no lazy init) and a ${r.guest.dataMiB ?? 512} MiB data file written once.`,
+    `Guest: QEMU **TCG** (no KVM), ${r.guest.smp} vCPUs, ${r.guest.memMiB} MiB; disks dedicated to the benchmark: ${r.guest.disk}. /dev/vda (traced; prefilled once so the host image has no holes) and /dev/vdb (the untracked twin) each hold ext4 (no lazy init) and a ${r.guest.dataMiB ?? 512} MiB data file written once; /dev/vdc, where present, is the volume of the update-img figures.`,
     '',
     '### Method',
     '',
