@@ -187,6 +187,8 @@ bool dbd_trace_range(const struct dbd_trace *t, struct bio *bio, u64 *first,
 void dbd_submit_passthrough(struct bio *bio);
 
 /* snap.c: snapshot engine and /dev/dattoN */
+int dbd_snap_init(void);
+void dbd_snap_exit(void);
 struct dbd_snap *dbd_snap_create(struct dbd_dev *dev, struct dbd_cow *cow);
 void dbd_snap_stop(struct dbd_snap *snap);	/* drains */
 void dbd_snap_free(struct dbd_snap *snap);

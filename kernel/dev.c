@@ -481,7 +481,7 @@ static void mount_suspend(const struct vfsmount *mnt,
 			continue;
 		}
 		dev->state &= ~DBD_STATE_ACTIVE;
-		/* only the unmount that this may be sets it, after success */
+		/* dbd_mount_post_umount() sets it if this is an unmount that succeeds */
 		dev->umount_check = false;
 		set_bit(i, dormant);
 		dbd_info("device %u dormant", dev->minor);

@@ -45,9 +45,12 @@ static int __init dbd_init(void)
 		dbd_err("error registering block device: %d", dbd_major);
 		return dbd_major;
 	}
-	ret = dbd_tracer_init();
+	ret = dbd_snap_init();
 	if (ret)
 		goto err_blk;
+	ret = dbd_tracer_init();
+	if (ret)
+		goto err_snap;
 	ret = dbd_proc_init();
 	if (ret)
 		goto err_tracer;
@@ -62,6 +65,8 @@ err_proc:
 	dbd_proc_exit();
 err_tracer:
 	dbd_tracer_exit();
+err_snap:
+	dbd_snap_exit();
 err_blk:
 	unregister_blkdev(dbd_major, DATTO_BLKDEV_NAME);
 	return ret;
@@ -77,6 +82,7 @@ static void __exit dbd_exit(void)
 	dbd_dev_destroy_all();
 	mutex_unlock(&dbd_ctl_mutex);
 	dbd_tracer_exit();
+	dbd_snap_exit();
 	unregister_blkdev(dbd_major, DATTO_BLKDEV_NAME);
 	dbd_info("module unloaded");
 }

@@ -34,6 +34,28 @@
 #define DBD_WINDOW_BLOCKS 256		/* snapshot read window */
 #define DBD_READERS 4			/* snapshot reads served at once */
 
+/*
+ * The bios this module allocates (the mrf thread's origin reads, the
+ * readers' clones) come from its own pool.  Those threads may hold bios of
+ * fs_bio_set (the file system's held writes, reads of /dev/dattoN): under
+ * memory pressure, waiting on that same mempool for a bio that only they
+ * can give back would never end.  Bios taken from this pool are always
+ * submitted before the next is allocated, so its reserve is refilled by
+ * I/O that does not depend on the waiter.
+ */
+static struct bio_set dbd_bio_set;
+
+int dbd_snap_init(void)
+{
+	return bioset_init(&dbd_bio_set, BIO_POOL_SIZE, 0, BIOSET_NEED_BVECS);
+}
+
+/* after every snapshot engine is gone (all their bios are put) */
+void dbd_snap_exit(void)
+{
+	bioset_exit(&dbd_bio_set);
+}
+
 struct dbd_snap;
 
 /* one reader thread of /dev/dattoN and its window */
@@ -118,7 +140,8 @@ static void snap_read_origin(struct dbd_snap *s, u64 first, unsigned int n,
 		struct bio *bio;
 		unsigned int j;
 
-		bio = bio_alloc(s->bdev, nr, REQ_OP_READ | REQ_SYNC, GFP_NOIO);
+		bio = bio_alloc_bioset(s->bdev, nr, REQ_OP_READ | REQ_SYNC,
+				       GFP_NOIO, &dbd_bio_set);
 		bio->bi_iter.bi_sector = (first + i) * DBD_SECTORS_PER_BLOCK;
 		for (j = 0; j < nr; j++) {
 			u64 b = first + i + j;
@@ -528,7 +551,7 @@ static int snap_read_direct(struct dbd_snap *s, struct bio *bio)
 		up_read(&s->rsem);
 		return 1;
 	}
-	clone = bio_alloc_clone(s->bdev, bio, GFP_NOIO, &fs_bio_set);
+	clone = bio_alloc_clone(s->bdev, bio, GFP_NOIO, &dbd_bio_set);
 	if (!clone) {
 		up_read(&s->rsem);
 		return 1;
