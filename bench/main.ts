@@ -25,7 +25,7 @@ import { figuresFor } from './lib/figures.js';
 import { inflightBound } from './lib/bound.js';
 import { renderConsole, renderResultsMd } from './lib/report.js';
 import type { BenchResults, KernelReport } from './lib/types.js';
-import { runKernelBench, type VmBenchRun } from './vm-run.js';
+import { runKernelBench, UIMG_DISK_BYTES, type VmBenchRun } from './vm-run.js';
 
 const BENCH = dirname(fileURLToPath(import.meta.url));
 const REPO = dirname(BENCH);
@@ -178,11 +178,18 @@ async function main(): Promise<void> {
     const prev = existsSync(md) ? readFileSync(md, 'utf8') : '';
     writeFileSync(md, renderResultsMd(r, prev));
   };
+  const guest: BenchResults['guest'] = {
+    accel: 'tcg',
+    smp,
+    memMiB,
+    dataMiB: DATA_MIB,
+    disk: `2 × ${disk} virtio-blk (vda traced, vdb untracked twin) and a ${UIMG_DISK_BYTES / 2 ** 20} MiB one (vdc, update-img's volume), raw sparse files on the host, cache=none, aio=threads`,
+  };
   // the kernel figures are written first, so a slow or failing sub-benchmark cannot lose them
   write({
     date: new Date().toISOString(),
     host: hostInfo(),
-    guest: { accel: 'tcg', smp, memMiB, dataMiB: DATA_MIB, disk: `2 × ${disk} virtio-blk (vda traced, vdb untracked twin) and a 64 MiB one (vdc, update-img's volume), raw sparse files on the host, cache=none, aio=threads` },
+    guest,
     parallelBoots: jobs,
     reps: params.reps,
     wallSeconds: (Date.now() - t0) / 1000,
@@ -202,7 +209,7 @@ async function main(): Promise<void> {
   const results: BenchResults = {
     date: new Date().toISOString(),
     host: hostInfo(),
-    guest: { accel: 'tcg', smp, memMiB, dataMiB: DATA_MIB, disk: `2 × ${disk} virtio-blk (vda traced, vdb untracked twin) and a 64 MiB one (vdc, update-img's volume), raw sparse files on the host, cache=none, aio=threads` },
+    guest,
     parallelBoots: jobs,
     reps: params.reps,
     wallSeconds: (Date.now() - t0) / 1000,

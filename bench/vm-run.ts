@@ -19,7 +19,7 @@ import type { BenchParams } from './guest/params.js';
 import type { Sample } from './lib/types.js';
 
 /** vdc: the volume update-img's benchmark snapshots, a whole virtio disk as a user's /dev/sdX */
-const UIMG_DISK_BYTES = 64 * 1024 * 1024;
+export const UIMG_DISK_BYTES = 64 * 1024 * 1024;
 
 export interface VmBenchOptions {
   /** directory holding the module's sources (a Kbuild file) */

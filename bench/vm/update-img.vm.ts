@@ -116,8 +116,10 @@ interface Layout {
   /** metric prefix: 'uimg' for the figures of the goal */
   prefix: string;
   cases: { pattern: 'clustered' | 'scattered'; percent: number }[];
-  /** the JS-engine and --exact-writes variants in the same repetitions */
+  /** the JS-engine, .origin and --exact-writes variants in the same repetitions */
   variants: boolean;
+  /** appended to the method note (which only the layout of the 'uimg' figures records) */
+  noteTail?: string;
 }
 
 export async function updateImgVsDd(t: VmContext): Promise<void> {
@@ -141,7 +143,14 @@ export async function updateImgVsDd(t: VmContext): Promise<void> {
   const all = (['clustered', 'scattered'] as const).flatMap((pattern) => [1, 10, 50].map((percent) => ({ pattern, percent })));
   if (disk) {
     // as a user's /dev/sdX: the snapshot's reads go to the virtual disk with no layer between
-    await measureLayout(t, rec, image, { vol: disk, what: `${VOLUME_MIB} MiB ext4 volume on a whole virtio disk (${disk})`, prefix: 'uimg', cases: all, variants: true });
+    await measureLayout(t, rec, image, {
+      vol: disk,
+      what: `${VOLUME_MIB} MiB ext4 volume on a whole virtio disk (${disk})`,
+      prefix: 'uimg',
+      cases: all,
+      variants: true,
+      noteTail: '; .loop = the former layout (the volume on a direct-I/O loop device over a file on vdb), scattered 1 and 10 % only, after the main figures',
+    });
   }
   const vol = t.sh(`losetup --direct-io=on -f --show ${backing}`).stdout.trim();
   try {
@@ -192,7 +201,7 @@ async function measureLayout(t: VmContext, rec: Recorder, image: string, l: Layo
           'variants (each repetition runs them in a rotated order): .js = the JS engine (libuv pool, buffered reads, changed runs written through the page cache), .exact = the native engine with --exact-writes (changed runs written through the page cache), ' +
           '.origin = the same copy reading the origin device instead of /dev/datto0 (no driver in the read path: the bound of any snapshot read path, not a valid backup); ' +
           'dd = dd if=/dev/datto0 bs=1M of the same byte count, conv=notrunc,fsync, its own elapsed time; page cache dropped before every run' +
-          (l.prefix === 'uimg' && l.vol.startsWith('/dev/vd') ? '; .loop = the former layout (the volume on a direct-I/O loop device over a file on vdb), scattered 1 and 10 % only, after the main figures' : ''),
+          (l.noteTail ?? ''),
       });
     }
 
@@ -214,7 +223,7 @@ async function measureLayout(t: VmContext, rec: Recorder, image: string, l: Layo
       // the original data it overwrote before anything is measured (both sides).
       t.sh(`sh ${t.config.repo}/bench/guest/quiet.sh`);
       // the CLI's engine; for comparison in the same repetitions: the JS engine (scattered 1 %,
-      // clustered 50 %) and --exact-writes (scattered 10 % and 50 %)
+      // clustered 50 %), .origin (scattered 1 and 10 %) and --exact-writes (scattered 10 and 50 %)
       type Opts = { native?: typeof native };
       const variants: { metric: string; opts: Opts }[] = [{ metric, opts: { native } }];
       if (l.variants && native && ((pattern === 'scattered' && percent === 1) || (pattern === 'clustered' && percent === 50))) variants.push({ metric: `${metric}.js`, opts: {} });
