@@ -14,11 +14,14 @@
  * for a read, never for a COW file write (which could wait on the fs
  * journal, whose own writes may be held here).
  *
- * Snapshot device reads (/dev/dattoN) are served by a third thread:
- * blocks not done come from the origin, done blocks from the pending
- * pages or the COW file.  done bits only change under snap->rsem held for
- * write; a reader holds it for read while it classifies blocks and reads
- * the origin, so no write can overtake the origin read.
+ * Snapshot device reads (/dev/dattoN): a read none of whose blocks is done
+ * is cloned to the origin by the submitter (the "direct" reads); any other
+ * read is served by a reader thread: blocks not done from the origin, done
+ * blocks from the pending pages or the COW file.  done bits only change
+ * under snap->rsem held for write, then the mrf thread waits for the direct
+ * reads that were in flight (see snap_submit_direct) before it releases
+ * the held writes; a reader thread holds rsem for read while it classifies
+ * blocks and reads the origin.  So no write overtakes an origin read.
  */
 #include <linux/kthread.h>
 #include <linux/slab.h>
@@ -36,18 +39,32 @@
 
 /*
  * The bios this module allocates (the mrf thread's origin reads, the
- * readers' clones) come from its own pool.  Those threads may hold bios of
- * fs_bio_set (the file system's held writes, reads of /dev/dattoN): under
- * memory pressure, waiting on that same mempool for a bio that only they
- * can give back would never end.  Bios taken from this pool are always
- * submitted before the next is allocated, so its reserve is refilled by
- * I/O that does not depend on the waiter.
+ * direct reads' clones) come from its own pool.  The mrf thread may hold
+ * bios of fs_bio_set (the file system's held writes): under memory
+ * pressure, waiting on that same mempool for a bio that only it can give
+ * back would never end.  Bios taken from this pool are always submitted
+ * before the next is allocated, so its reserve is refilled by I/O that
+ * does not depend on the waiter; a clone allocated in a submit_bio call
+ * while earlier ones still wait on current->bio_list is covered by the
+ * pool's rescuer.
  */
 static struct bio_set dbd_bio_set;
 
+struct dbd_snap;
+
+/* a direct read's clone (the pool's front pad) */
+struct dbd_clone {
+	struct dbd_snap *s;
+	struct bio *orig;
+	unsigned int phase;
+	struct bio bio;		/* last: the bio's inline vecs follow */
+};
+
 int dbd_snap_init(void)
 {
-	return bioset_init(&dbd_bio_set, BIO_POOL_SIZE, 0, BIOSET_NEED_BVECS);
+	return bioset_init(&dbd_bio_set, BIO_POOL_SIZE,
+			   offsetof(struct dbd_clone, bio),
+			   BIOSET_NEED_BVECS | BIOSET_NEED_RESCUER);
 }
 
 /* after every snapshot engine is gone (all their bios are put) */
@@ -55,8 +72,6 @@ void dbd_snap_exit(void)
 {
 	bioset_exit(&dbd_bio_set);
 }
-
-struct dbd_snap;
 
 /* one reader thread of /dev/dattoN and its window */
 struct dbd_reader {
@@ -86,6 +101,11 @@ struct dbd_snap {
 	wait_queue_head_t rd_wq;
 	wait_queue_head_t throttle_wq;
 	struct rw_semaphore rsem;
+	/* direct reads in flight per phase (under dr_lock), current phase (lock) */
+	spinlock_t dr_lock;
+	unsigned int dr_inflight[2];
+	unsigned int dr_phase;
+	wait_queue_head_t dr_wq;
 	struct task_struct *mrf_task;
 	struct task_struct *cow_task;
 	struct dbd_reader *rd[DBD_READERS];
@@ -277,10 +297,102 @@ struct dbd_batch {
 };
 
 /* read the claimed blocks of the batch and hand them to the COW thread */
+/*
+ * Direct reads.  A read of /dev/dattoN none of whose blocks is done is
+ * cloned to the origin from the submitter's context and completes with
+ * its clone: no thread, no copy.  Under s->lock (which also covers done
+ * bits) it is counted in the current phase; snap_batch_commit marks blocks
+ * done and switches the phase under the same lock, then waits until the
+ * previous phase has no read in flight before the held writes go out.  So
+ * a read that found a block not done reads it before any write to it, and
+ * a stream of new reads (counted in the new phase) cannot starve the mrf
+ * thread.
+ */
+static bool snap_direct_drained(struct dbd_snap *s, unsigned int phase)
+{
+	unsigned long flags;
+	bool idle;
+
+	spin_lock_irqsave(&s->dr_lock, flags);
+	idle = !s->dr_inflight[phase];
+	spin_unlock_irqrestore(&s->dr_lock, flags);
+	return idle;
+}
+
+static void snap_direct_endio(struct bio *clone)
+{
+	struct dbd_clone *c = container_of(clone, struct dbd_clone, bio);
+	struct dbd_snap *s = c->s;
+	struct bio *orig = c->orig;
+	unsigned long flags;
+
+	orig->bi_status = clone->bi_status;
+	if (clone->bi_status) {
+		int err = blk_status_to_errno(clone->bi_status);
+
+		dbd_err("error reading snapshot: %d", err);
+		dbd_dev_fail(s->dev, err);
+	}
+	bio_put(clone);
+	/* the last use of s: a waiter that sees the count drop may free it */
+	spin_lock_irqsave(&s->dr_lock, flags);
+	if (!--s->dr_inflight[c->phase])
+		wake_up_all(&s->dr_wq);
+	spin_unlock_irqrestore(&s->dr_lock, flags);
+	bio_endio(orig);
+}
+
+static bool snap_all_origin(struct dbd_snap *s, u64 first, u64 last)
+{
+	return find_next_bit(s->done, last + 1, first) > last;
+}
+
+/* Submit bio as a direct read if none of its blocks is done; false if not. */
+static bool snap_submit_direct(struct dbd_snap *s, struct bio *bio)
+{
+	u64 first = bio->bi_iter.bi_sector / DBD_SECTORS_PER_BLOCK;
+	u64 last = (bio_end_sector(bio) - 1) / DBD_SECTORS_PER_BLOCK;
+	struct dbd_clone *c;
+	struct bio *clone;
+	bool origin;
+
+	if (bio_end_sector(bio) > s->size)
+		return false;
+	spin_lock(&s->lock);
+	origin = snap_all_origin(s, first, last);
+	spin_unlock(&s->lock);
+	if (!origin)
+		return false;
+	clone = bio_alloc_clone(s->bdev, bio, GFP_NOIO, &dbd_bio_set);
+	if (!clone)
+		return false;
+	c = container_of(clone, struct dbd_clone, bio);
+	c->s = s;
+	c->orig = bio;
+	clone->bi_opf = REQ_OP_READ | REQ_SYNC;
+	clone->bi_end_io = snap_direct_endio;
+	/* again, now for good: a batch may have been committed meanwhile */
+	spin_lock(&s->lock);
+	origin = snap_all_origin(s, first, last);
+	if (origin) {
+		c->phase = s->dr_phase;
+		spin_lock_irq(&s->dr_lock);
+		s->dr_inflight[c->phase]++;
+		spin_unlock_irq(&s->dr_lock);
+	}
+	spin_unlock(&s->lock);
+	if (!origin) {
+		bio_put(clone);
+		return false;
+	}
+	submit_bio_noacct(clone);
+	return true;
+}
+
 static void snap_batch_commit(struct dbd_snap *s, struct dbd_batch *b)
 {
 	struct dbd_read_batch rb;
-	unsigned int i, j;
+	unsigned int i, j, phase;
 	int err = 0;
 	LIST_HEAD(items);
 
@@ -317,8 +429,12 @@ static void snap_batch_commit(struct dbd_snap *s, struct dbd_batch *b)
 	}
 	list_splice_tail(&items, &s->cowq);
 	s->pending_pages += b->n;
+	phase = s->dr_phase;
+	s->dr_phase = !phase;
 	spin_unlock(&s->lock);
 	up_write(&s->rsem);
+	/* direct reads that found these blocks not done finish first */
+	wait_event(s->dr_wq, snap_direct_drained(s, phase));
 	wake_up(&s->cow_wq);
 	b->n = 0;
 }
@@ -529,40 +645,6 @@ static int snap_load_window(struct dbd_reader *r, u64 first, unsigned int n)
 	return ret;
 }
 
-/*
- * A read whose blocks all still hold their original data on the origin
- * goes straight to the origin into the reader's pages (no copy).  rsem
- * keeps held writes behind it.  Returns 1 if the bio is not such a read.
- */
-static int snap_read_direct(struct dbd_snap *s, struct bio *bio)
-{
-	sector_t start = bio->bi_iter.bi_sector;
-	u64 first = start / DBD_SECTORS_PER_BLOCK;
-	u64 last = (bio_end_sector(bio) - 1) / DBD_SECTORS_PER_BLOCK;
-	struct bio *clone;
-	bool origin;
-	int ret;
-
-	down_read(&s->rsem);
-	spin_lock(&s->lock);
-	origin = find_next_bit(s->done, last + 1, first) > last;
-	spin_unlock(&s->lock);
-	if (!origin) {
-		up_read(&s->rsem);
-		return 1;
-	}
-	clone = bio_alloc_clone(s->bdev, bio, GFP_NOIO, &dbd_bio_set);
-	if (!clone) {
-		up_read(&s->rsem);
-		return 1;
-	}
-	clone->bi_opf = REQ_OP_READ | REQ_SYNC;
-	ret = submit_bio_wait(clone);
-	bio_put(clone);
-	up_read(&s->rsem);
-	return ret;
-}
-
 static int snap_serve_read(struct dbd_reader *r, struct bio *bio)
 {
 	struct dbd_snap *s = r->s;
@@ -578,9 +660,6 @@ static int snap_serve_read(struct dbd_reader *r, struct bio *bio)
 
 	if (end > (u64)s->size << SECTOR_SHIFT)
 		return -EIO;
-	ret = snap_read_direct(s, bio);
-	if (ret <= 0)
-		return ret;
 	bio_for_each_segment(bv, bio, iter) {
 		unsigned int done = 0;
 
@@ -735,6 +814,8 @@ struct dbd_snap *dbd_snap_create(struct dbd_dev *dev, struct dbd_cow *cow)
 	init_waitqueue_head(&s->rd_wq);
 	init_waitqueue_head(&s->throttle_wq);
 	init_rwsem(&s->rsem);
+	spin_lock_init(&s->dr_lock);
+	init_waitqueue_head(&s->dr_wq);
 
 	s->cow_task = kthread_run(snap_cow_thread, s, "datto_snap_cow%u",
 				  dev->minor);
@@ -831,6 +912,8 @@ void dbd_snap_free(struct dbd_snap *s)
 {
 	dbd_snap_stop(s);
 	snap_readers_stop(s);
+	wait_event(s->dr_wq, snap_direct_drained(s, 0) &&
+		   snap_direct_drained(s, 1));
 	xa_destroy(&s->pending);
 	kvfree(s->done);
 	kvfree(s->claim);
@@ -854,10 +937,13 @@ static void dbd_snap_submit_bio(struct bio *bio)
 	} else if (!bio_sectors(bio)) {
 		bio->bi_status = BLK_STS_OK;
 	} else {
-		spin_lock(&s->lock);
-		bio_list_add(&s->reads, bio);
-		spin_unlock(&s->lock);
-		wake_up(&s->rd_wq);
+		/* not a direct read: a reader thread serves it */
+		if (!snap_submit_direct(s, bio)) {
+			spin_lock(&s->lock);
+			bio_list_add(&s->reads, bio);
+			spin_unlock(&s->lock);
+			wake_up(&s->rd_wq);
+		}
 		return;
 	}
 	bio_endio(bio);

@@ -4,9 +4,11 @@
 // snapshot is live must not change a single byte of /dev/dattoN, and the
 // snapshot mounts read-only with the pre-snapshot file contents.
 import assert from 'node:assert/strict';
-import { existsSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { closeSync, existsSync, openSync, readSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { VmContext } from '../guest/api.js';
+import { loadNativeCopy } from '../../../src/native/index.js';
 import { badBlocks, blockHashes, describedFile, errCode, fileBlocks, overwriterScript, partition, readCowIndex, sha256 } from '../../kernel/vm/helpers.js';
 
 const FILE_BLOCKS = 8192; // 32 MiB described file
@@ -135,6 +137,92 @@ export async function wholeDiskWritesAreTraced(t: VmContext): Promise<void> {
   t.ioctl.transitionSnap(0, `${mnt}/.datto2`);
   const changed = readCowIndex(`${mnt}/.datto`, 96 * 256);
   for (let b = target + 8; b < target + 16; b++) assert.ok(changed.has(b), `whole-disk write to partition block ${b} not marked changed`);
+  t.ioctl.destroy(0);
+  t.umount(mnt);
+  t.unloadModule();
+}
+
+/**
+ * A backup taken from a busy server: O_DIRECT reads of /dev/datto0 of
+ * several sizes, in parallel (update-img's native engine), while the
+ * origin's blocks get their first writes after the snapshot, return only
+ * the data of the snapshot instant. A read that finds a block not yet saved
+ * reads it from the origin; the write to that block must wait for it.
+ */
+export async function snapshotReadsDuringFirstWrites(t: VmContext): Promise<void> {
+  const nat = loadNativeCopy();
+  if (!('copyWindows' in nat)) t.skip(`update-img's native engine is not built (${nat.unavailable}): run \`npm run build:native\` on the host`);
+  const copyWindows = nat.copyWindows;
+  const part = partition(t, t.disks[0]!, 160);
+  t.mkfs('ext4', part, ['-E', 'lazy_itable_init=0,lazy_journal_init=0']);
+  const mnt = t.mount(part);
+  writeFileSync(join(mnt, 'described'), describedFile(FILE_BLOCKS, 1));
+  t.sh('sync');
+  t.loadModule();
+  t.ioctl.setup(0, part, `${mnt}/.datto`, 64);
+  // the longest physically contiguous run of the file: the region the reads check
+  const blocks = [...fileBlocks(t, `${mnt}/described`)].sort((a, b) => a - b);
+  let start = blocks[0]!;
+  let len = 0;
+  for (let i = 0, s = 0; i < blocks.length; i++) {
+    if (i > 0 && blocks[i] !== blocks[i - 1]! + 1) s = i;
+    if (i - s + 1 > len) {
+      len = i - s + 1;
+      start = blocks[s]!;
+    }
+  }
+  assert.ok(len >= 2048, `described file's longest extent is ${len} blocks`);
+  const B = 4096;
+  const fd = openSync('/dev/datto0', 'r');
+  const expected = Buffer.alloc(len * B);
+  try {
+    readSync(fd, expected, 0, expected.length, start * B);
+  } finally {
+    closeSync(fd);
+  }
+  // the snapshot instant: nothing has been written since setup
+  assert.equal(t.sh(`dd if=${part} bs=1M skip=${start * B} count=${len * B} iflag=skip_bytes,count_bytes status=none | sha256sum`).stdout.split(' ')[0], createHash('sha256').update(expected).digest('hex'));
+
+  const done = join(t.tmp, 'writers-done');
+  t.sh(
+    `(fio --name=w4k --filename=${mnt}/described --rw=randwrite --bs=4k --direct=1 --ioengine=psync --time_based --runtime=8 --output=/dev/null & ` +
+      `fio --name=w64k --filename=${mnt}/described --rw=randwrite --bs=64k --direct=1 --ioengine=psync --time_based --runtime=8 --randseed=7 --output=/dev/null & ` +
+      `dd if=/dev/urandom of=${mnt}/described bs=1M count=8 seek=16 conv=notrunc,fsync status=none & wait; touch ${done}) > /dev/null 2>&1 &`,
+  );
+  // rounds of 24 windows (1, 64 and 256 blocks at random places of the region), 4 reads in flight
+  const sink = join(t.tmp, 'sink');
+  t.sh(`truncate -s ${160 << 20} ${sink}`);
+  let seed = 12345;
+  const rand = (n: number): number => {
+    seed = (seed * 1103515245 + 12345) >>> 0;
+    return seed % n;
+  };
+  let rounds = 0;
+  let reads = 0;
+  const bad: string[] = [];
+  while (!existsSync(done) && bad.length === 0) {
+    const windows: [number, number][] = [];
+    for (const size of [1, 64, 256]) for (let k = 0; k < 8; k++) windows.push([start + rand(len - size + 1), size]);
+    const plan = new Float64Array(windows.flatMap(([first, n]) => [first, n, 1, first, n]));
+    const res = await copyWindows('/dev/datto0', sink, plan, { parallel: 4, maxIo: 1 << 20, direct: true, snapshotBytes: 160 << 20 }, new BigInt64Array(4));
+    const sfd = openSync(sink, 'r');
+    const got = Buffer.alloc(256 * B);
+    windows.forEach(([first, n], k) => {
+      if (res[k] !== 0) bad.push(`read of blocks ${first}+${n}: errno ${res[k]}`);
+      else if (readSync(sfd, got, 0, n * B, first * B) !== n * B || !got.subarray(0, n * B).equals(expected.subarray((first - start) * B, (first - start + n) * B))) bad.push(`read of blocks ${first}+${n} (round ${rounds}) returned data written after the snapshot`);
+    });
+    closeSync(sfd);
+    reads += windows.length;
+    rounds++;
+  }
+  t.log(`${reads} reads in ${rounds} rounds during the writes`);
+  assert.deepEqual(bad.slice(0, 10), [], 'reads of /dev/datto0 during first writes');
+  assert.ok(rounds >= 3, `only ${rounds} rounds of reads ran during the writes`);
+  while (!existsSync(done)) await new Promise((r) => setTimeout(r, 200));
+  assert.ok(badBlocks(`${mnt}/described`, 1).length > 1000, 'the writers did not change the origin');
+  // and the whole region once more, after the writes
+  const after = t.sh(`dd if=/dev/datto0 bs=1M skip=${start * B} count=${len * B} iflag=direct,skip_bytes,count_bytes status=none | sha256sum`).stdout.split(' ')[0];
+  assert.equal(after, createHash('sha256').update(expected).digest('hex'), 'the snapshot changed');
   t.ioctl.destroy(0);
   t.umount(mnt);
   t.unloadModule();
