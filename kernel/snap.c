@@ -296,7 +296,6 @@ struct dbd_batch {
 	struct page *pages[DBD_BATCH_PAGES];
 };
 
-/* read the claimed blocks of the batch and hand them to the COW thread */
 /*
  * Direct reads.  A read of /dev/dattoN none of whose blocks is done is
  * cloned to the origin from the submitter's context and completes with
@@ -324,6 +323,7 @@ static void snap_direct_endio(struct bio *clone)
 	struct dbd_clone *c = container_of(clone, struct dbd_clone, bio);
 	struct dbd_snap *s = c->s;
 	struct bio *orig = c->orig;
+	unsigned int phase = c->phase;	/* c goes with the clone */
 	unsigned long flags;
 
 	orig->bi_status = clone->bi_status;
@@ -336,7 +336,7 @@ static void snap_direct_endio(struct bio *clone)
 	bio_put(clone);
 	/* the last use of s: a waiter that sees the count drop may free it */
 	spin_lock_irqsave(&s->dr_lock, flags);
-	if (!--s->dr_inflight[c->phase])
+	if (!--s->dr_inflight[phase])
 		wake_up_all(&s->dr_wq);
 	spin_unlock_irqrestore(&s->dr_lock, flags);
 	bio_endio(orig);
@@ -354,6 +354,7 @@ static bool snap_submit_direct(struct dbd_snap *s, struct bio *bio)
 	u64 last = (bio_end_sector(bio) - 1) / DBD_SECTORS_PER_BLOCK;
 	struct dbd_clone *c;
 	struct bio *clone;
+	unsigned long flags;
 	bool origin;
 
 	if (bio_end_sector(bio) > s->size)
@@ -376,9 +377,9 @@ static bool snap_submit_direct(struct dbd_snap *s, struct bio *bio)
 	origin = snap_all_origin(s, first, last);
 	if (origin) {
 		c->phase = s->dr_phase;
-		spin_lock_irq(&s->dr_lock);
+		spin_lock_irqsave(&s->dr_lock, flags);
 		s->dr_inflight[c->phase]++;
-		spin_unlock_irq(&s->dr_lock);
+		spin_unlock_irqrestore(&s->dr_lock, flags);
 	}
 	spin_unlock(&s->lock);
 	if (!origin) {
@@ -389,6 +390,7 @@ static bool snap_submit_direct(struct dbd_snap *s, struct bio *bio)
 	return true;
 }
 
+/* read the claimed blocks of the batch and hand them to the COW thread */
 static void snap_batch_commit(struct dbd_snap *s, struct dbd_batch *b)
 {
 	struct dbd_read_batch rb;
