@@ -169,6 +169,18 @@ export function fileBlocks(t: VmContext, file: string): Set<number> {
   return out;
 }
 
+/** Runs of consecutive blocks, [first, count] in block order. */
+export function blockRuns(blocks: Iterable<number>): Array<[number, number]> {
+  const sorted = [...blocks].sort((a, b) => a - b);
+  const out: Array<[number, number]> = [];
+  for (const b of sorted) {
+    const last = out[out.length - 1];
+    if (last && last[0] + last[1] === b) last[1]++;
+    else out.push([b, 1]);
+  }
+  return out;
+}
+
 export interface CowHeader {
   magic: number;
   flags: number;

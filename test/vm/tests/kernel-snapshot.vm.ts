@@ -9,7 +9,7 @@ import { closeSync, existsSync, openSync, readSync, writeFileSync } from 'node:f
 import { join } from 'node:path';
 import type { VmContext } from '../guest/api.js';
 import { loadNativeCopy } from '../../../src/native/index.js';
-import { badBlocks, blockHashes, describedFile, errCode, fileBlocks, overwriterScript, partition, readCowIndex, sha256 } from '../../kernel/vm/helpers.js';
+import { badBlocks, blockHashes, blockRuns, describedFile, errCode, fileBlocks, overwriterScript, partition, readCowIndex, sha256 } from '../../kernel/vm/helpers.js';
 
 const FILE_BLOCKS = 8192; // 32 MiB described file
 
@@ -161,16 +161,7 @@ export async function snapshotReadsDuringFirstWrites(t: VmContext): Promise<void
   t.loadModule();
   t.ioctl.setup(0, part, `${mnt}/.datto`, 64);
   // the longest physically contiguous run of the file: the region the reads check
-  const blocks = [...fileBlocks(t, `${mnt}/described`)].sort((a, b) => a - b);
-  let start = blocks[0]!;
-  let len = 0;
-  for (let i = 0, s = 0; i < blocks.length; i++) {
-    if (i > 0 && blocks[i] !== blocks[i - 1]! + 1) s = i;
-    if (i - s + 1 > len) {
-      len = i - s + 1;
-      start = blocks[s]!;
-    }
-  }
+  const [start, len] = blockRuns(fileBlocks(t, `${mnt}/described`)).reduce((a, b) => (b[1] > a[1] ? b : a));
   assert.ok(len >= 2048, `described file's longest extent is ${len} blocks`);
   const B = 4096;
   const fd = openSync('/dev/datto0', 'r');

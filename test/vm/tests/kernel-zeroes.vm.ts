@@ -6,18 +6,7 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { VmContext } from '../guest/api.js';
-import { blockHashes, describedFile, fileBlocks, partition, readCowIndex } from '../../kernel/vm/helpers.js';
-
-function runs(blocks: Set<number>): Array<[number, number]> {
-  const sorted = [...blocks].sort((a, b) => a - b);
-  const out: Array<[number, number]> = [];
-  for (const b of sorted) {
-    const last = out[out.length - 1];
-    if (last && last[0] + last[1] === b) last[1]++;
-    else out.push([b, 1]);
-  }
-  return out;
-}
+import { blockHashes, blockRuns, describedFile, fileBlocks, partition, readCowIndex } from '../../kernel/vm/helpers.js';
 
 export async function zeroesAndDiscardsKeepTheSnapshot(t: VmContext): Promise<void> {
   const part = partition(t, t.disks[0]!, 96);
@@ -29,7 +18,7 @@ export async function zeroesAndDiscardsKeepTheSnapshot(t: VmContext): Promise<vo
   t.ioctl.setup(0, part, `${mnt}/.datto`, 40);
   const before = blockHashes('/dev/datto0');
   const cow = fileBlocks(t, `${mnt}/.datto`);
-  const [[start, len]] = runs(fileBlocks(t, `${mnt}/described`)) as [[number, number]];
+  const [[start, len]] = blockRuns(fileBlocks(t, `${mnt}/described`)) as [[number, number]];
   assert.ok(len >= 96, `described file run too short: ${len}`);
   // write-zeroes with NOUNMAP (blkdiscard -z), discard, and zero-range
   // through the filesystem, all on live pre-snapshot data
