@@ -702,6 +702,35 @@ int dbd_cow_scan(struct dbd_cow *cow, unsigned long *bitmap, u64 nbits)
 	return ret;
 }
 
+/*
+ * Set a bit for every device block holding the file's first fpos blocks
+ * (header, index, saved data): all a snapshot's own writes went there.
+ * Holes and unwritten (preallocated) extents map to 0 and are skipped.
+ * Returns -EINVAL if the filesystem cannot map file blocks.
+ */
+int dbd_cow_map_used(struct dbd_cow *cow, unsigned long *bitmap, u64 nbits)
+{
+	unsigned int bits = cow->inode->i_blkbits;
+	u64 n = DIV_ROUND_UP(cow->hdr.fpos * DBD_BLOCK_SIZE, 1ULL << bits);
+	u64 i, b;
+	sector_t blk;
+	int ret;
+
+	if (bits < SECTOR_SHIFT || bits > PAGE_SHIFT)
+		return -EINVAL;
+	for (i = 0; i < n; i++) {
+		blk = i;
+		ret = bmap(cow->inode, &blk);
+		if (ret)
+			return ret;
+		b = ((u64)blk << (bits - SECTOR_SHIFT)) / DBD_SECTORS_PER_BLOCK;
+		if (blk && b < nbits)
+			set_bit(b, bitmap);
+		cond_resched();
+	}
+	return 0;
+}
+
 int dbd_cow_mark_changed(struct dbd_cow *cow, u64 first, u64 last)
 {
 	u64 b, *map = NULL;

@@ -79,6 +79,7 @@ struct dbd_cow *dbd_cow_load(const struct path *root, const char *rel,
 			     unsigned long cache_bytes, int *err);
 int dbd_cow_suspend(struct dbd_cow *cow);
 int dbd_cow_scan(struct dbd_cow *cow, unsigned long *bitmap, u64 nbits);
+int dbd_cow_map_used(struct dbd_cow *cow, unsigned long *bitmap, u64 nbits);
 int dbd_cow_resume(struct dbd_cow *cow, const struct path *root,
 		   const char *rel);
 int dbd_cow_check_same_fs(struct dbd_cow *cow, struct super_block *sb);

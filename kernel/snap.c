@@ -871,10 +871,25 @@ void dbd_snap_wake(struct dbd_snap *s)
 	wake_up_all(&s->throttle_wq);
 }
 
-/* reloaded COW file: blocks with an index entry are saved already */
+/*
+ * Reloaded COW file: blocks with an index entry are saved already.  The
+ * file's own writes before the reload are not on record (self lives in
+ * memory only), so every block the file has written counts as one of
+ * them: the next incremental then matches the next snapshot in the old
+ * COW file's blocks too.  A filesystem that cannot map file blocks only
+ * loses that (and is told so).
+ */
 int dbd_snap_load_done(struct dbd_snap *s)
 {
-	return dbd_cow_scan(s->cow, s->done, s->nblocks);
+	int ret = dbd_cow_scan(s->cow, s->done, s->nblocks);
+
+	if (ret)
+		return ret;
+	ret = dbd_cow_map_used(s->cow, s->self, s->nblocks);
+	if (ret)
+		dbd_warn("cannot map the blocks of the reloaded cow file (%d): the next incremental may miss blocks that file changed",
+			 ret);
+	return 0;
 }
 
 /*
