@@ -706,18 +706,23 @@ int dbd_cow_scan(struct dbd_cow *cow, unsigned long *bitmap, u64 nbits)
  * Set a bit for every device block holding the file's first fpos blocks
  * (header, index, saved data): all a snapshot's own writes went there.
  * Holes and unwritten (preallocated) extents map to 0 and are skipped.
+ * fpos comes from the file: it is bounded by the file's size and by the
+ * most a snapshot of this device can append (each block saved once).
  * Returns -EINVAL if the filesystem cannot map file blocks.
  */
 int dbd_cow_map_used(struct dbd_cow *cow, unsigned long *bitmap, u64 nbits)
 {
 	unsigned int bits = cow->inode->i_blkbits;
-	u64 n = DIV_ROUND_UP(cow->hdr.fpos * DBD_BLOCK_SIZE, 1ULL << bits);
-	u64 i, b;
+	u64 used = min3(cow->hdr.fpos, cow->geo.first_data_blk + nbits,
+			DIV_ROUND_UP((u64)i_size_read(cow->inode),
+				     DBD_BLOCK_SIZE));
+	u64 n, i, b;
 	sector_t blk;
 	int ret;
 
 	if (bits < SECTOR_SHIFT || bits > PAGE_SHIFT)
 		return -EINVAL;
+	n = DIV_ROUND_UP(used * DBD_BLOCK_SIZE, 1ULL << bits);
 	for (i = 0; i < n; i++) {
 		blk = i;
 		ret = bmap(cow->inode, &blk);

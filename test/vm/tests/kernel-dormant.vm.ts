@@ -224,6 +224,34 @@ export async function reloadedSnapshotMarksCowFileBlocksXfs(t: VmContext): Promi
   await reloadedSnapshotMarksCowFileBlocks(t, 'xfs');
 }
 
+/**
+ * The reload maps the COW file's blocks up to the header's fpos: a clean file
+ * whose fpos is absurd (2^40 blocks) must not keep the mount busy for the
+ * billions of blocks it claims; the mapping stops at the file's end.
+ */
+export async function reloadedSnapshotWithHugeFposMounts(t: VmContext): Promise<void> {
+  const { part, mnt } = prepare(t, 'ext4');
+  t.ioctl.setup(0, part, `${mnt}/.datto`, 16);
+  t.sh(`dd if=/dev/urandom of=${mnt}/described bs=4k count=16 conv=notrunc status=none && sync`);
+  umountExplained(t, mnt);
+  t.ioctl.destroy(0);
+  t.unloadModule();
+  // fpos (header bytes 8-15) = 2^40, little-endian; the file stays CLEAN
+  t.mount(part, { dir: mnt });
+  t.sh(`printf '\\000\\000\\000\\000\\000\\001\\000\\000' | dd of=${mnt}/.datto bs=1 seek=8 conv=notrunc status=none && sync`);
+  assert.equal(readCowHeader(`${mnt}/.datto`).fpos, 1n << 40n);
+  t.umount(mnt);
+
+  t.loadModule();
+  t.ioctl.reloadSnap(0, part, '/.datto');
+  t.run(['mount', part, mnt], { timeoutMs: 60_000 });
+  const info = t.ioctl.info(0);
+  assert.equal(info.state, 3, `the reloaded snapshot must activate (error ${info.error})`);
+  t.ioctl.destroy(0);
+  umountExplained(t, mnt);
+  t.unloadModule();
+}
+
 /** A reloaded device becomes active when a read-only mount is remounted rw with the new mount API (boot: `/` ro, then rw). */
 export async function reloadActivatesOnNewApiRemount(t: VmContext): Promise<void> {
   const { part, mnt } = prepare(t, 'ext4');
