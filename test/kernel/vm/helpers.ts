@@ -152,19 +152,29 @@ export function blockHashes(path: string): string[] {
 }
 
 /**
- * 4 KiB device blocks (relative to the fs's device) that hold a file's data.
+ * 4 KiB device blocks (relative to the fs's device) that hold a file's data;
+ * with `only`, just those holding written data below a file offset.
  * Also used to leave the in-use COW file's own blocks out of comparisons of
  * a snapshot read at two moments: the driver writes its COW data without
  * copy-on-write (as dattobd does; those writes are marked for the next
  * increment instead), so a snapshot does not keep their raw contents.
  */
-export function fileBlocks(t: VmContext, file: string): Set<number> {
+export function fileBlocks(t: VmContext, file: string, only?: { written: true; belowBytes: number }): Set<number> {
   const out = new Set<number>();
   const text = t.run(['filefrag', '-v', '-b512', file]).stdout;
-  for (const m of text.matchAll(/^\s*\d+:\s+\d+\.\.\s*\d+:\s+(\d+)\.\.\s*(\d+):/gm)) {
-    const first = Number(m[1]);
-    const last = Number(m[2]);
-    for (let b = Math.floor(first / 8); b <= Math.floor(last / 8); b++) out.add(b);
+  for (const m of text.matchAll(/^\s*\d+:\s+(\d+)\.\.\s*\d+:\s+(\d+)\.\.\s*(\d+):[^\n]*/gm)) {
+    const logical = Number(m[1]);
+    const first = Number(m[2]);
+    const last = Number(m[3]);
+    if (!only) {
+      for (let b = Math.floor(first / 8); b <= Math.floor(last / 8); b++) out.add(b);
+      continue;
+    }
+    // only blocks holding written data (not preallocated) below a file offset
+    if (/unwritten/.test(m[0])) continue;
+    for (let sec = first; sec <= last; sec += 8) {
+      if ((logical + sec - first) * 512 < only.belowBytes) out.add(Math.floor(sec / 8));
+    }
   }
   return out;
 }

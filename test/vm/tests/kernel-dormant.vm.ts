@@ -160,25 +160,6 @@ export async function reloadAfterUnmountAndModuleReload(t: VmContext): Promise<v
 }
 
 /**
- * Blocks of a file below `limit` bytes that hold written data (filefrag: not
- * unwritten), as partition block numbers.
- */
-function writtenBlocksBelow(t: VmContext, file: string, limit: number): Set<number> {
-  const out = new Set<number>();
-  const text = t.run(['filefrag', '-v', '-b512', file]).stdout;
-  for (const m of text.matchAll(/^\s*\d+:\s+(\d+)\.\.\s*\d+:\s+(\d+)\.\.\s*(\d+):[^\n]*/gm)) {
-    if (/unwritten/.test(m[0])) continue;
-    const logical = Number(m[1]);
-    const first = Number(m[2]);
-    const last = Number(m[3]);
-    for (let s = first; s <= last; s += 8) {
-      if ((logical + s - first) * 512 < limit) out.add(Math.floor(s / 8));
-    }
-  }
-  return out;
-}
-
-/**
  * The COW file's own writes (its header, index and saved data) change the
  * volume after the snapshot instant without being copied. Across a reload
  * they are not on record, so the module counts every block the reloaded file
@@ -200,7 +181,7 @@ async function reloadedSnapshotMarksCowFileBlocks(t: VmContext, fs: 'ext4' | 'xf
   const info = t.ioctl.info(0);
   assert.equal(info.state, 3, `reloaded snapshot must become active on mount (error ${info.error})`);
   const fpos = Number(readCowHeader(`${mnt}/.datto`).fpos);
-  const own = writtenBlocksBelow(t, `${mnt}/.datto`, fpos * 4096);
+  const own = fileBlocks(t, `${mnt}/.datto`, { written: true, belowBytes: fpos * 4096 });
   t.log(`COW file: fpos ${fpos}, ${own.size} written blocks below it`);
   assert.ok(own.size >= 256, `the COW file should hold the 256 saved blocks, filefrag shows ${own.size} written`);
 
