@@ -19,7 +19,7 @@ import {
 import { ERRNO } from '../src/abi/errno.js';
 import { decodeEntries, encodeEntries } from '../src/format/cow-index.js';
 import { blocksCeil, cacheAllowance, geometry, type Geometry } from '../src/format/geometry.js';
-import { decodeHeader, encodeHeader, newHeader } from '../src/format/header.js';
+import { decodeHeader, encodeHeader, headerLayoutError, newHeader } from '../src/format/header.js';
 import type { Counters, Faults } from './faults.js';
 import { FsError, type FsNamespace, type NsFile } from './fs-namespace.js';
 
@@ -124,10 +124,11 @@ export class CowManager {
 
   /** Reopen after dormancy (dormant → active) with the same header checks. */
   reopen(ns: FsNamespace, path: string): void {
-    this.openAndAdopt(ns, path);
+    this.openAndAdopt(ns, path, { uuid: this.uuid, seqid: this.seqid });
   }
 
-  private openAndAdopt(ns: FsNamespace, path: string): void {
+  /** With `expect`, the file must be that one (same uuid and seqid); only a file that passed every check is marked in use. */
+  private openAndAdopt(ns: FsNamespace, path: string, expect?: { uuid: Uint8Array; seqid: number }): void {
     const f = ns.open(path);
     try {
       const hb = new Uint8Array(64);
@@ -137,6 +138,11 @@ export class CowManager {
       if ((h.flags & FLAG_CLEAN) === 0) throw new FsError(ERRNO.EINVAL, 'cow file not left in clean state');
       if (((h.flags & FLAG_INDEX_ONLY) !== 0) !== this.indexOnly) {
         throw new FsError(ERRNO.EINVAL, this.indexOnly ? 'cow file is not index-only' : 'cow file is index-only');
+      }
+      const layout = headerLayoutError(h, this.geo, this.indexOnly, f.size());
+      if (layout) throw new FsError(ERRNO.EINVAL, layout);
+      if (expect && (expect.seqid !== h.seqid || !expect.uuid.every((b, i) => b === h.uuid[i]))) {
+        throw new FsError(ERRNO.EINVAL, 'cow file was replaced while dormant');
       }
       this.fpos = h.fpos;
       this.fsize = h.fsize;

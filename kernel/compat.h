@@ -51,4 +51,8 @@ struct gendisk *dbd_alloc_disk(struct block_device *base);
 #define DBD_ITER_DEST READ
 #endif
 
+#ifndef DBD_ITER_WRITE_STARTS_WRITE
+#error "DBD_ITER_WRITE_STARTS_WRITE must be set by Kbuild"
+#endif
+
 #endif /* DBD_COMPAT_H */

@@ -22,7 +22,28 @@
 #include <linux/workqueue.h>
 #include <linux/uio.h>
 #include <linux/bvec.h>
+#include <linux/cred.h>
+#include <linux/sched/task.h>
 #include "dbd.h"
+
+/*
+ * Existing COW files are reopened (re-activation after a mount, reload)
+ * with the module's own credentials, never the caller's: the file is the
+ * module's (mode 000), and whoever mounted the filesystem again must not
+ * decide whether the device survives.
+ */
+static const struct cred *dbd_cow_cred;
+
+int dbd_cow_init(void)
+{
+	dbd_cow_cred = prepare_kernel_cred(&init_task);
+	return dbd_cow_cred ? 0 : -ENOMEM;
+}
+
+void dbd_cow_exit(void)
+{
+	put_cred(dbd_cow_cred);
+}
 
 static int cow_write_section(struct dbd_cow *cow, u64 s);
 
@@ -255,19 +276,25 @@ err_free:
 /*
  * Open an existing COW file relative to a mount root and check its header
  * (SPEC 2.10); on success the header is adopted and rewritten dirty.
- * Caller holds cow->lock (or owns cow exclusively).
+ * Caller holds cow->lock (or owns cow exclusively).  With expect, it must
+ * be that file (same uuid and seqid: re-activation after a mount); only a
+ * file that passed every check is marked in use (not clean) on disk.
  */
 static int cow_open_existing(struct dbd_cow *cow, const struct path *root,
-			     const char *rel, bool index_only)
+			     const char *rel, bool index_only,
+			     const struct dbd_header *expect)
 {
 	struct dbd_header h;
 	u8 buf[DBD_HEADER_USED];
+	const struct cred *old;
 	struct file *f;
 	int ret;
 
 	while (*rel == '/')
 		rel++;
+	old = override_creds(dbd_cow_cred);
 	f = file_open_root(root, rel, O_RDWR | O_LARGEFILE, 0);
+	revert_creds(old);
 	if (IS_ERR(f))
 		return PTR_ERR(f);
 	if (!S_ISREG(file_inode(f)->i_mode)) {
@@ -285,6 +312,19 @@ static int cow_open_existing(struct dbd_cow *cow, const struct path *root,
 		if (ret)
 			dbd_err("cow file not left in clean state or wrong mode: %d",
 				ret);
+	}
+	if (!ret) {
+		ret = dbd_header_check_layout(&h, &cow->geo, index_only,
+					      i_size_read(cow->inode));
+		if (ret)
+			dbd_err("cow file header does not fit the file or the device (fpos %llu, fsize %llu): %d",
+				(unsigned long long)h.fpos,
+				(unsigned long long)h.fsize, ret);
+	}
+	if (!ret && expect && (memcmp(expect->uuid, h.uuid, sizeof(h.uuid)) ||
+			       expect->seqid != h.seqid)) {
+		ret = -EINVAL;
+		dbd_err("cow file was replaced while dormant: %d", ret);
 	}
 	if (ret) {
 		filp_close(f, NULL);
@@ -320,7 +360,7 @@ struct dbd_cow *dbd_cow_load(const struct path *root, const char *rel,
 		*err = -ENOMEM;
 		return NULL;
 	}
-	*err = cow_open_existing(cow, root, rel, index_only);
+	*err = cow_open_existing(cow, root, rel, index_only, NULL);
 	if (*err) {
 		cow_free_sections(cow);
 		kfree(cow);
@@ -380,18 +420,9 @@ int dbd_cow_resume(struct dbd_cow *cow, const struct path *root,
 
 	mutex_lock(&cow->lock);
 	old = cow->hdr;
-	ret = cow_open_existing(cow, root, rel, cow->index_only);
-	if (!ret && (memcmp(old.uuid, cow->hdr.uuid, sizeof(old.uuid)) ||
-		     old.seqid != cow->hdr.seqid)) {
-		dbd_err("cow file was replaced while dormant: %d", -EINVAL);
-		cow_unprotect(cow);
-		filp_close(cow->filp, NULL);
-		WRITE_ONCE(cow->filp, NULL);
-		cow->inode = NULL;
-		WRITE_ONCE(cow->mapping, NULL);
+	ret = cow_open_existing(cow, root, rel, cow->index_only, &old);
+	if (ret)
 		cow->hdr = old;
-		ret = -EINVAL;
-	}
 	mutex_unlock(&cow->lock);
 	return ret;
 }
@@ -585,9 +616,14 @@ static ssize_t cow_write_iter(struct file *f, struct bio_vec *vec,
 	ssize_t ret;
 
 	iov_iter_bvec(&iter, DBD_ITER_SOURCE, vec, n, n * DBD_BLOCK_SIZE);
+#if DBD_ITER_WRITE_STARTS_WRITE
+	/* takes sb_writers itself: taking it twice deadlocks against a freeze */
+	ret = vfs_iter_write(f, &iter, &pos, 0);
+#else
 	file_start_write(f);
 	ret = vfs_iter_write(f, &iter, &pos, 0);
 	file_end_write(f);
+#endif
 	return ret;
 }
 
@@ -801,8 +837,12 @@ int dbd_cow_read_blocks(struct dbd_cow *cow, u64 data_blk,
 /* caller holds cow->lock */
 static int cow_expand_locked(struct dbd_cow *cow, u64 bytes)
 {
-	int ret = cow_allocate(cow, cow->hdr.fsize, bytes);
+	int ret;
 
+	/* discarded by a device failure (or dormant) meanwhile */
+	if (!cow->filp)
+		return -EIO;
+	ret = cow_allocate(cow, cow->hdr.fsize, bytes);
 	if (ret)
 		return ret;
 	cow->hdr.fsize += bytes;
@@ -847,14 +887,22 @@ int dbd_cow_truncate_to_index(struct dbd_cow *cow)
 	int ret;
 
 	mutex_lock(&cow->lock);
+	if (!cow->filp) {
+		/* discarded by a device failure meanwhile */
+		mutex_unlock(&cow->lock);
+		return -EIO;
+	}
 	cow_close_dio(cow);	/* no data appends any more */
 	cow->index_only = true;
 	cow->hdr.flags |= DBD_FLAG_INDEX_ONLY;
 	cow->hdr.fsize = cow->geo.data_offset;
 	cow_unprotect(cow);
+	/* a size change is a write: freeze protection first, then the inode */
+	file_start_write(cow->filp);
 	inode_lock(cow->inode);
 	ret = dbd_notify_change(cow->filp, &attr);
 	inode_unlock(cow->inode);
+	file_end_write(cow->filp);
 	cow_protect(cow);
 	mutex_unlock(&cow->lock);
 	if (ret)

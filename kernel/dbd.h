@@ -14,6 +14,9 @@
 #include <linux/wait.h>
 #include <linux/xarray.h>
 #include <linux/rwsem.h>
+#include <linux/kref.h>
+#include <linux/bitmap.h>
+#include <linux/sizes.h>
 #include "dattobd.h"
 #include "dbd_core.h"
 #include "compat.h"
@@ -71,6 +74,8 @@ struct dbd_cow {
 
 #define DBD_COW_BATCH 64	/* pages per COW data write */
 
+int dbd_cow_init(void);
+void dbd_cow_exit(void);
 struct dbd_cow *dbd_cow_create(const char *path, sector_t size_sectors,
 			       u64 falloc_mib, u64 seqid, const u8 *uuid,
 			       unsigned long cache_bytes, int *err);
@@ -140,6 +145,8 @@ struct dbd_dev {
 	/* snapshot block device */
 	struct gendisk *disk;
 	atomic_t refs;		/* opens of /dev/dattoN */
+	/* the device table's reference and one per open of /dev/dattoN */
+	struct kref kref;
 	/* set while the module freezes the filesystem: no writer throttling */
 	bool freezing;
 	/* dormant by an unmount: check for a writable superblock left */
@@ -149,6 +156,29 @@ struct dbd_dev {
 static inline unsigned long dbd_dev_cache(const struct dbd_dev *dev)
 {
 	return dev->cache_size ? dev->cache_size : dbd_cow_max_memory_default;
+}
+
+void dbd_dev_put(struct dbd_dev *dev);
+
+/*
+ * Set or clear bits first..last of a block bitmap.  bitmap_set/clear take
+ * unsigned int starts and lengths (volumes over 16 TiB have more blocks):
+ * go from the word of first, in chunks.
+ */
+static inline void dbd_bits(unsigned long *map, u64 first, u64 last,
+			    bool set)
+{
+	while (first <= last) {
+		u64 n = min_t(u64, last - first + 1, SZ_1G);
+		unsigned long *w = map + BIT_WORD(first);
+		unsigned int off = first % BITS_PER_LONG;
+
+		if (set)
+			bitmap_set(w, off, (unsigned int)n);
+		else
+			bitmap_clear(w, off, (unsigned int)n);
+		first += n;
+	}
 }
 
 /* first error wins; also stops tracing of the device */
@@ -195,6 +225,8 @@ void dbd_snap_stop(struct dbd_snap *snap);	/* drains */
 void dbd_snap_free(struct dbd_snap *snap);
 bool dbd_snap_write(struct dbd_trace *t, struct bio *bio);
 void dbd_snap_wake(struct dbd_snap *snap);
+/* save what is held and queued before the call; the COW file is open */
+int dbd_snap_flush(struct dbd_snap *snap);
 int dbd_snap_load_done(struct dbd_snap *snap);
 int dbd_snap_mark_self(struct dbd_snap *snap, struct dbd_cow *cow);
 int dbd_snap_disk_add(struct dbd_dev *dev);
@@ -218,7 +250,7 @@ char *dbd_mount_pre_umount(const struct path *path, unsigned long *dormant);
 void dbd_mount_pre_umount_sb(struct super_block *sb, unsigned long *dormant);
 void dbd_mount_post_umount(const char *mnt_path, const unsigned long *dormant,
 			   int ret);
-void dbd_mount_activate_path(const struct path *path, bool new_mount);
+void dbd_mount_activate_path(const struct path *path);
 void dbd_dev_exit_checks(void);
 
 /* proc.c */

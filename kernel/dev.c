@@ -64,15 +64,29 @@ static struct dbd_dev *dev_alloc(unsigned int minor, unsigned long cache_size)
 	dev->cache_size = cache_size;
 	atomic_set(&dev->fail_code, 0);
 	atomic_set(&dev->refs, 0);
+	kref_init(&dev->kref);
 	return dev;
+}
+
+static void dev_release(struct kref *kref)
+{
+	struct dbd_dev *dev = container_of(kref, struct dbd_dev, kref);
+
+	kfree(dev->bdev_path);
+	kfree(dev->cow_path);
+	kfree(dev);
+}
+
+/* the last opener of an old /dev/dattoN may hold dev after this */
+void dbd_dev_put(struct dbd_dev *dev)
+{
+	kref_put(&dev->kref, dev_release);
 }
 
 static void dev_free(struct dbd_dev *dev)
 {
 	dbd_bdev_close(&dev->base);
-	kfree(dev->bdev_path);
-	kfree(dev->cow_path);
-	kfree(dev);
+	dbd_dev_put(dev);
 }
 
 /* absolute path of a block device node, symlinks resolved */
@@ -216,9 +230,6 @@ int dbd_dev_setup_snap(unsigned int minor, const char *bdev_path,
 		dev->snap = NULL;
 		goto err;
 	}
-	ret = dbd_snap_disk_add(dev);
-	if (ret)
-		goto err;
 	t = dbd_trace_alloc(dev);
 	if (!t) {
 		ret = -ENOMEM;
@@ -230,6 +241,10 @@ int dbd_dev_setup_snap(unsigned int minor, const char *bdev_path,
 		dbd_trace_free(t);
 		goto err;
 	}
+	/* /dev/dattoN appears only once it shows the snapshot instant */
+	ret = dbd_snap_disk_add(dev);
+	if (ret)
+		goto err;
 	deactivate_super(sb);
 	dbd_devs[minor] = dev;
 	dbd_info("snapshot %u set up on %s", minor, dev->bdev_path);
@@ -375,9 +390,6 @@ int dbd_dev_transition_snap(struct dbd_dev *dev, const char *cow_path,
 		goto err;
 	}
 	dev->cow = cow;
-	ret = dbd_snap_disk_add(dev);
-	if (ret)
-		goto err;
 	t = dbd_trace_alloc(dev);
 	if (!t) {
 		ret = -ENOMEM;
@@ -399,7 +411,13 @@ int dbd_dev_transition_snap(struct dbd_dev *dev, const char *cow_path,
 	dev->cow_path = rel;
 	dev->falloc_mib = cow->falloc_mib;
 	dev->state = DBD_STATE_SNAPSHOT | DBD_STATE_ACTIVE;
-	return 0;
+	/* /dev/dattoN appears only once it shows the snapshot instant */
+	ret = dbd_snap_disk_add(dev);
+	if (ret) {
+		dbd_err("error adding the snapshot device: %d", ret);
+		dbd_dev_fail(dev, ret);
+	}
+	return ret;
 
 err:
 	dbd_trace_free(t);
@@ -470,9 +488,17 @@ static void mount_suspend(const struct vfsmount *mnt,
 		f = dev->cow->filp;
 		if (mnt ? f->f_path.mnt != mnt : file_inode(f)->i_sb != sb)
 			continue;
-		/* what the incremental engine still holds goes in first */
+		/* what the engine still holds goes in first (SPEC 3.5) */
 		if (dev->inc)
 			dbd_inc_flush(dev->inc);
+		if (dev->snap) {
+			ret = dbd_snap_flush(dev->snap);
+			if (ret == -EINTR)
+				dbd_warn("device %u: unmount killed while saving snapshot data, the rest stays in memory",
+					 dev->minor);
+			if (dbd_dev_failed(dev))
+				continue;
+		}
 		ret = dbd_cow_suspend(dev->cow);
 		if (ret) {
 			dbd_err("error closing cow file of device %u: %d",
@@ -481,6 +507,9 @@ static void mount_suspend(const struct vfsmount *mnt,
 			continue;
 		}
 		dev->state &= ~DBD_STATE_ACTIVE;
+		/* throttled writers stop waiting: nothing drains while dormant */
+		if (dev->snap)
+			dbd_snap_wake(dev->snap);
 		/* dbd_mount_post_umount() sets it if this is an unmount that succeeds */
 		dev->umount_check = false;
 		set_bit(i, dormant);
@@ -524,6 +553,7 @@ void dbd_mount_pre_umount_sb(struct super_block *sb, unsigned long *dormant)
  * through it.  The unmounted mount releases the superblock only when the
  * unmounting task returns to userspace, so the check runs a moment later.
  */
+
 static void dev_umount_check_fn(struct work_struct *work);
 static DECLARE_DELAYED_WORK(dbd_umount_check, dev_umount_check_fn);
 
@@ -653,8 +683,6 @@ static void dev_activate_unverified(struct dbd_dev *dev,
 			goto err;
 		}
 		ret = dbd_snap_load_done(dev->snap);
-		if (!ret)
-			ret = dbd_snap_disk_add(dev);
 		t->snap = dev->snap;
 	} else {
 		dev->inc = dbd_inc_create(dev, dev->cow);
@@ -670,6 +698,12 @@ static void dev_activate_unverified(struct dbd_dev *dev,
 	ret = dbd_trace_install(dev, t);
 	if (ret)
 		goto err;
+	/* /dev/dattoN appears only once writes are traced */
+	if (snapshot) {
+		ret = dbd_snap_disk_add(dev);
+		if (ret)
+			goto err;
+	}
 	dev->falloc_mib = dev->cow->falloc_mib;
 	kfree(dev->bdev_path);
 	dev->bdev_path = abs;
@@ -690,31 +724,15 @@ err:
 	dbd_dev_fail(dev, ret);
 }
 
-/*
- * A mount became writable (new rw mount, remount-rw, move_mount).
- * new_mount: path is the mount point below the new mount.
- */
-void dbd_mount_activate_path(const struct path *path, bool new_mount)
+/* A mount became writable (new rw mount, remount-rw, move_mount): its root */
+void dbd_mount_activate_path(const struct path *path)
 {
 	struct super_block *sb;
 	struct path root;
 	unsigned int i;
-	char *buf, *p;
-	int ret;
 
-	if (new_mount) {
-		buf = kmalloc(PATH_MAX_DATTO, GFP_KERNEL);
-		if (!buf)
-			return;
-		p = d_path(path, buf, PATH_MAX_DATTO);
-		ret = IS_ERR(p) ? PTR_ERR(p) : kern_path(p, LOOKUP_FOLLOW, &root);
-		kfree(buf);
-		if (ret)
-			return;
-	} else {
-		root = *path;
-		path_get(&root);
-	}
+	root = *path;
+	path_get(&root);
 	sb = root.mnt->mnt_sb;
 	if (root.dentry != root.mnt->mnt_root || !sb->s_bdev ||
 	    sb_rdonly(sb) || __mnt_is_readonly(root.mnt))

@@ -3,12 +3,20 @@
  * Mount and unmount detection (SPEC 3.2, 3.5, 5.5) with ftrace IPMODIFY
  * redirects by function name (ftrace_set_filter), livepatch-style: the
  * callback sends every call that does not come from this module to our
- * replacement, which calls the original.  The original's address is the
- * ip the callback sees, moved back over an ENDBR instruction so that an
- * indirect call to it is valid with IBT.
+ * replacement, which calls the original.
  *
- *   path_umount          umount(2)/umount2(2), both mount APIs
- *   path_mount           mount(2): new mounts and remounts (ro and rw)
+ * Only system call entry points are hooked.  Their addresses are taken
+ * (the system call table), so on kernels built with IBT they keep their
+ * ENDBR64 and an indirect call to them is valid.  Internal functions such
+ * as path_umount/path_mount are never address-taken: the kernel seals
+ * their ENDBR at boot, and an indirect call to one is a "Missing ENDBR"
+ * BUG on IBT hardware.  The callback checks the instruction in front of
+ * the ftrace site and redirects only when the original can be called
+ * back (ENDBR64 there, or no IBT in this kernel); otherwise the call goes
+ * on unhooked and the hook says so once.
+ *
+ *   __x64_sys_umount     umount(2)/umount2(2)
+ *   __x64_sys_mount      mount(2): new mounts and remounts (ro and rw)
  *   __x64_sys_move_mount the new mount API attaching a mount (fsmount +
  *                        move_mount)
  *   __x64_sys_fspick     the new mount API picking a mount to reconfigure:
@@ -18,8 +26,15 @@
  *   __x64_sys_mount_setattr  a mount made writable (util-linux clears
  *                        the mount's read-only flag after the superblock's)
  *
+ * Devices are made dormant before an unmount or remount-ro only for a
+ * caller that holds CAP_SYS_ADMIN over the filesystem (what the kernel
+ * itself requires of them): an unprivileged caller's attempt fails in the
+ * original and must not change any device.
+ *
  * The replacements run with no VFS lock held, so they may take
- * dbd_ctl_mutex and freeze the filesystem.
+ * dbd_ctl_mutex and freeze the filesystem.  32-bit (ia32) mount calls are
+ * not hooked: an unmount through them finds the COW file open (EBUSY),
+ * a remount-ro finds it open for writing (EBUSY).
  */
 #include <linux/module.h>
 #include <linux/ftrace.h>
@@ -34,8 +49,9 @@
 #include <linux/fs_struct.h>
 #include <linux/dcache.h>
 #include <linux/spinlock.h>
+#include <linux/capability.h>
+#include <linux/user_namespace.h>
 #include <uapi/linux/mount.h>
-#include <asm/ibt.h>
 #include "dbd.h"
 
 #ifndef MOVE_MOUNT_T_EMPTY_PATH
@@ -47,26 +63,60 @@
 #define FSPICK_EMPTY_PATH 0x00000008
 #endif
 
+/* ENDBR64 (f3 0f 1e fa) as a little-endian word, and its length */
+#define DBD_ENDBR64 0xfa1e0ff3U
+#define DBD_ENDBR_LEN 4
+
 struct dbd_hook {
 	const char *name;
 	void *replacement;
-	unsigned long ip;	/* ftrace site of the original, 0 if unknown */
+	unsigned long orig;	/* callable address of the original, or 0 */
 	bool registered;
+	bool refused;		/* the original cannot be called back */
 	struct ftrace_ops ops;
 };
+
+/*
+ * The address to call the original at, given its ftrace site, or 0 if it
+ * must not be called indirectly.  With IBT the site follows the entry
+ * instruction: ENDBR64 for a function that may be called indirectly, a
+ * 4-byte NOP for a sealed one.  Without IBT the site is the entry.
+ */
+static unsigned long notrace dbd_hook_callable(unsigned long ip)
+{
+	u32 insn;
+
+	if (!IS_ENABLED(CONFIG_X86_KERNEL_IBT))
+		return ip;
+	if (copy_from_kernel_nofault(&insn, (void *)(ip - DBD_ENDBR_LEN),
+				     sizeof(insn)))
+		return 0;
+	return insn == DBD_ENDBR64 ? ip - DBD_ENDBR_LEN : 0;
+}
 
 static void notrace dbd_hook_cb(unsigned long ip, unsigned long parent_ip,
 				struct ftrace_ops *op,
 				struct ftrace_regs *fregs)
 {
 	struct dbd_hook *h = container_of(op, struct dbd_hook, ops);
+	unsigned long orig;
 
 	if (within_module(parent_ip, THIS_MODULE))
 		return;
+	orig = dbd_hook_callable(ip);
+	if (!orig) {
+		/* the call goes on unhooked: never redirect what we cannot call */
+		if (!READ_ONCE(h->refused)) {
+			WRITE_ONCE(h->refused, true);
+			dbd_warn("%s has no ENDBR64 and is not hooked: mount detection through it is off",
+				 h->name);
+		}
+		return;
+	}
 	/* the replacement runs module code: pin the module until it returns */
 	if (!try_module_get(THIS_MODULE))
 		return;
-	WRITE_ONCE(h->ip, ip);
+	WRITE_ONCE(h->orig, orig);
 #if DBD_NEW_BLOCK_API
 	ftrace_regs_set_instruction_pointer(fregs,
 					    (unsigned long)h->replacement);
@@ -75,20 +125,8 @@ static void notrace dbd_hook_cb(unsigned long ip, unsigned long parent_ip,
 #endif
 }
 
-/* callable address of the original function */
-static unsigned long dbd_hook_orig(struct dbd_hook *h)
-{
-	unsigned long ip = READ_ONCE(h->ip);
-
-	if (ip && is_endbr(*(u32 *)(ip - ENDBR_INSN_SIZE)))
-		ip -= ENDBR_INSN_SIZE;
-	return ip;
-}
-
-static int dbd_path_umount(struct path *path, int flags);
-static int dbd_path_mount(const char *dev_name, struct path *path,
-			  const char *type_page, unsigned long flags,
-			  void *data_page);
+static long dbd_sys_umount(const struct pt_regs *regs);
+static long dbd_sys_mount(const struct pt_regs *regs);
 static long dbd_sys_move_mount(const struct pt_regs *regs);
 static long dbd_sys_fspick(const struct pt_regs *regs);
 static long dbd_sys_fsconfig(const struct pt_regs *regs);
@@ -100,8 +138,10 @@ enum { H_UMOUNT, H_MOUNT, H_MOVE_MOUNT, H_FSPICK, H_FSCONFIG, H_SETATTR,
 #define DBD_HOOK_FLAGS (FTRACE_OPS_FL_IPMODIFY | FTRACE_OPS_FL_PERMANENT)
 
 static struct dbd_hook dbd_hooks[H_COUNT] = {
-	[H_UMOUNT] = { .name = "path_umount", .replacement = dbd_path_umount },
-	[H_MOUNT] = { .name = "path_mount", .replacement = dbd_path_mount },
+	[H_UMOUNT] = { .name = "__x64_sys_umount",
+		       .replacement = dbd_sys_umount },
+	[H_MOUNT] = { .name = "__x64_sys_mount",
+		      .replacement = dbd_sys_mount },
 	[H_MOVE_MOUNT] = { .name = "__x64_sys_move_mount",
 			   .replacement = dbd_sys_move_mount },
 	[H_FSPICK] = { .name = "__x64_sys_fspick",
@@ -114,53 +154,82 @@ static struct dbd_hook dbd_hooks[H_COUNT] = {
 
 /* ------------------------------------------------------------ handlers */
 
-typedef int (*path_umount_fn)(struct path *path, int flags);
-typedef int (*path_mount_fn)(const char *dev_name, struct path *path,
-			     const char *type_page, unsigned long flags,
-			     void *data_page);
 typedef long (*syscall_fn)(const struct pt_regs *regs);
 
-static int dbd_path_umount(struct path *path, int flags)
+static long dbd_hook_call(struct dbd_hook *h, const struct pt_regs *regs)
 {
-	path_umount_fn orig = (path_umount_fn)dbd_hook_orig(&dbd_hooks[H_UMOUNT]);
-	unsigned long dormant[BITS_TO_LONGS(DBD_HARD_MAX_DEVICES)] = { 0 };
-	char *mnt_path;
-	int ret;
+	syscall_fn orig = (syscall_fn)READ_ONCE(h->orig);
 
-	/* path_umount consumes the path: remember where it was */
-	mnt_path = dbd_mount_pre_umount(path, dormant);
-	ret = orig(path, flags);
-	dbd_mount_post_umount(mnt_path, dormant, ret);
+	return orig(regs);
+}
+
+/* may this caller unmount or remount-ro the filesystem sb? */
+static bool dbd_may_suspend(const struct super_block *sb)
+{
+	return ns_capable_noaudit(sb->s_user_ns, CAP_SYS_ADMIN);
+}
+
+static long dbd_sys_umount(const struct pt_regs *regs)
+{
+	/* umount2(name, flags) */
+	const char __user *name = (const char __user *)regs->di;
+	int flags = (int)regs->si;
+	unsigned long dormant[BITS_TO_LONGS(DBD_HARD_MAX_DEVICES)] = { 0 };
+	unsigned int lookup = LOOKUP_MOUNTPOINT;
+	char *mnt_path = NULL;
+	struct path p;
+	long ret;
+
+	if (!(flags & UMOUNT_NOFOLLOW))
+		lookup |= LOOKUP_FOLLOW;
+	if (!(flags & ~(MNT_FORCE | MNT_DETACH | MNT_EXPIRE |
+			UMOUNT_NOFOLLOW)) &&
+	    !user_path_at(AT_FDCWD, name, lookup, &p)) {
+		if (dbd_may_suspend(p.mnt->mnt_sb))
+			mnt_path = dbd_mount_pre_umount(&p, dormant);
+		path_put(&p);
+	}
+	ret = dbd_hook_call(&dbd_hooks[H_UMOUNT], regs);
+	dbd_mount_post_umount(mnt_path, dormant, (int)ret);
 	kfree(mnt_path);
 	module_put(THIS_MODULE);
 	return ret;
 }
 
-static int dbd_path_mount(const char *dev_name, struct path *path,
-			  const char *type_page, unsigned long flags,
-			  void *data_page)
+static long dbd_sys_mount(const struct pt_regs *regs)
 {
-	path_mount_fn orig = (path_mount_fn)dbd_hook_orig(&dbd_hooks[H_MOUNT]);
+	/* mount(dev_name, dir_name, type, flags, data) */
+	const char __user *dir = (const char __user *)regs->si;
+	unsigned long flags = regs->r10;
 	unsigned long dormant[BITS_TO_LONGS(DBD_HARD_MAX_DEVICES)] = { 0 };
 	unsigned long f = flags;
 	char *mnt_path = NULL;
-	int ret;
+	struct path p;
+	long ret;
 
 	if ((f & MS_MGC_MSK) == MS_MGC_VAL)
 		f &= ~MS_MGC_MSK;
 	if (f & (MS_BIND | MS_SHARED | MS_PRIVATE | MS_SLAVE |
 		 MS_UNBINDABLE | MS_MOVE)) {
-		ret = orig(dev_name, path, type_page, flags, data_page);
+		ret = dbd_hook_call(&dbd_hooks[H_MOUNT], regs);
 	} else if ((f & MS_REMOUNT) && (f & MS_RDONLY)) {
 		/* remount-ro counts as an unmount */
-		mnt_path = dbd_mount_pre_umount(path, dormant);
-		ret = orig(dev_name, path, type_page, flags, data_page);
-		dbd_mount_post_umount(mnt_path, dormant, ret);
+		if (!user_path_at(AT_FDCWD, dir, LOOKUP_FOLLOW, &p)) {
+			if (dbd_may_suspend(p.mnt->mnt_sb))
+				mnt_path = dbd_mount_pre_umount(&p, dormant);
+			path_put(&p);
+		}
+		ret = dbd_hook_call(&dbd_hooks[H_MOUNT], regs);
+		dbd_mount_post_umount(mnt_path, dormant, (int)ret);
 		kfree(mnt_path);
 	} else {
-		ret = orig(dev_name, path, type_page, flags, data_page);
-		if (!ret && !(f & MS_RDONLY))
-			dbd_mount_activate_path(path, !(f & MS_REMOUNT));
+		ret = dbd_hook_call(&dbd_hooks[H_MOUNT], regs);
+		/* the path now leads to the new (or remounted) mount's root */
+		if (!ret && !(f & MS_RDONLY) &&
+		    !user_path_at(AT_FDCWD, dir, LOOKUP_FOLLOW, &p)) {
+			dbd_mount_activate_path(&p);
+			path_put(&p);
+		}
 	}
 	module_put(THIS_MODULE);
 	return ret;
@@ -174,21 +243,20 @@ static void dbd_activate_user_path(int dfd, const char __user *upath,
 
 	/* activates only what is not active, on a writable mount root */
 	if (!user_path_at(dfd, upath, lookup, &p)) {
-		dbd_mount_activate_path(&p, false);
+		dbd_mount_activate_path(&p);
 		path_put(&p);
 	}
 }
 
 static long dbd_sys_move_mount(const struct pt_regs *regs)
 {
-	syscall_fn orig = (syscall_fn)dbd_hook_orig(&dbd_hooks[H_MOVE_MOUNT]);
 	/* move_mount(from_dfd, from_path, to_dfd, to_path, flags) */
 	int to_dfd = (int)regs->dx;
 	const char __user *to_path = (const char __user *)regs->r10;
 	unsigned int mflags = (unsigned int)regs->r8;
 	long ret;
 
-	ret = orig(regs);
+	ret = dbd_hook_call(&dbd_hooks[H_MOVE_MOUNT], regs);
 	if (!ret)
 		dbd_activate_user_path(to_dfd, to_path, LOOKUP_FOLLOW |
 				       ((mflags & MOVE_MOUNT_T_EMPTY_PATH) ?
@@ -265,7 +333,6 @@ static void dbd_picks_free(void)
 
 static long dbd_sys_fspick(const struct pt_regs *regs)
 {
-	syscall_fn orig = (syscall_fn)dbd_hook_orig(&dbd_hooks[H_FSPICK]);
 	/* fspick(dfd, path, flags) */
 	int dfd = (int)regs->di;
 	const char __user *upath = (const char __user *)regs->si;
@@ -276,7 +343,7 @@ static long dbd_sys_fspick(const struct pt_regs *regs)
 	struct path path;
 	long fd;
 
-	fd = orig(regs);
+	fd = dbd_hook_call(&dbd_hooks[H_FSPICK], regs);
 	if (fd < 0)
 		goto out;
 	if (!(flags & FSPICK_SYMLINK_NOFOLLOW))
@@ -327,7 +394,6 @@ static bool dbd_pick_path(const char *text, struct super_block *sb,
 
 static long dbd_sys_fsconfig(const struct pt_regs *regs)
 {
-	syscall_fn orig = (syscall_fn)dbd_hook_orig(&dbd_hooks[H_FSCONFIG]);
 	/* fsconfig(fd, cmd, key, value, aux) */
 	int fd = (int)regs->di;
 	unsigned int cmd = (unsigned int)regs->si;
@@ -351,15 +417,15 @@ static long dbd_sys_fsconfig(const struct pt_regs *regs)
 			text = dbd_pick_take(fc);
 		}
 	}
-	if (to_ro) {
+	if (to_ro && dbd_may_suspend(sb)) {
 		/* remount-ro counts as an unmount of every mount of sb */
 		dbd_mount_pre_umount_sb(sb, dormant);
-		ret = orig(regs);
+		ret = dbd_hook_call(&dbd_hooks[H_FSCONFIG], regs);
 		dbd_mount_post_umount(text, dormant, ret);
 	} else {
-		ret = orig(regs);
+		ret = dbd_hook_call(&dbd_hooks[H_FSCONFIG], regs);
 		if (!ret && to_rw && dbd_pick_path(text, sb, &p)) {
-			dbd_mount_activate_path(&p, false);
+			dbd_mount_activate_path(&p);
 			path_put(&p);
 		}
 	}
@@ -372,7 +438,6 @@ static long dbd_sys_fsconfig(const struct pt_regs *regs)
 
 static long dbd_sys_mount_setattr(const struct pt_regs *regs)
 {
-	syscall_fn orig = (syscall_fn)dbd_hook_orig(&dbd_hooks[H_SETATTR]);
 	/* mount_setattr(dfd, path, flags, uattr, usize) */
 	int dfd = (int)regs->di;
 	const char __user *upath = (const char __user *)regs->si;
@@ -380,7 +445,7 @@ static long dbd_sys_mount_setattr(const struct pt_regs *regs)
 	unsigned int lookup = 0;
 	long ret;
 
-	ret = orig(regs);
+	ret = dbd_hook_call(&dbd_hooks[H_SETATTR], regs);
 	if (!ret) {
 		if (!(flags & AT_SYMLINK_NOFOLLOW))
 			lookup |= LOOKUP_FOLLOW;

@@ -38,23 +38,6 @@ struct dbd_inc {
 	bool stop;
 };
 
-/* bitmap_set/clear take unsigned int lengths: go in chunks */
-static void inc_bits(unsigned long *map, unsigned long first,
-		     unsigned long last, bool set)
-{
-	while (first <= last) {
-		unsigned long n = min_t(unsigned long, last - first + 1, SZ_1G);
-		unsigned long *w = map + BIT_WORD(first);
-		unsigned int off = first % BITS_PER_LONG;
-
-		if (set)
-			bitmap_set(w, off, n);
-		else
-			bitmap_clear(w, off, n);
-		first += n;
-	}
-}
-
 void dbd_inc_write(struct dbd_trace *t, struct bio *bio)
 {
 	struct dbd_inc *inc = t->inc;
@@ -69,7 +52,7 @@ void dbd_inc_write(struct dbd_trace *t, struct bio *bio)
 		last = inc->nbits - 1;
 
 	spin_lock_irqsave(&inc->lock, flags);
-	inc_bits(inc->bitmap, first, last, true);
+	dbd_bits(inc->bitmap, first, last, true);
 	wake = !inc->kicked;
 	inc->kicked = true;
 	spin_unlock_irqrestore(&inc->lock, flags);
@@ -98,13 +81,13 @@ static int inc_drain(struct dbd_inc *inc)
 		last = find_next_zero_bit(inc->bitmap, inc->nbits, first) - 1;
 		if (last - first >= DBD_INC_MAX_RUN)
 			last = first + DBD_INC_MAX_RUN - 1;
-		inc_bits(inc->bitmap, first, last, false);
+		dbd_bits(inc->bitmap, first, last, false);
 		spin_unlock_irq(&inc->lock);
 
 		ret = dbd_cow_mark_changed(inc->cow, first, last);
 		if (ret) {
 			spin_lock_irq(&inc->lock);
-			inc_bits(inc->bitmap, first, last, true);
+			dbd_bits(inc->bitmap, first, last, true);
 			spin_unlock_irq(&inc->lock);
 			break;
 		}

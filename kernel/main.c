@@ -45,9 +45,12 @@ static int __init dbd_init(void)
 		dbd_err("error registering block device: %d", dbd_major);
 		return dbd_major;
 	}
-	ret = dbd_snap_init();
+	ret = dbd_cow_init();
 	if (ret)
 		goto err_blk;
+	ret = dbd_snap_init();
+	if (ret)
+		goto err_cow;
 	ret = dbd_tracer_init();
 	if (ret)
 		goto err_snap;
@@ -67,6 +70,8 @@ err_tracer:
 	dbd_tracer_exit();
 err_snap:
 	dbd_snap_exit();
+err_cow:
+	dbd_cow_exit();
 err_blk:
 	unregister_blkdev(dbd_major, DATTO_BLKDEV_NAME);
 	return ret;
@@ -83,6 +88,7 @@ static void __exit dbd_exit(void)
 	mutex_unlock(&dbd_ctl_mutex);
 	dbd_tracer_exit();
 	dbd_snap_exit();
+	dbd_cow_exit();
 	unregister_blkdev(dbd_major, DATTO_BLKDEV_NAME);
 	dbd_info("module unloaded");
 }

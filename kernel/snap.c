@@ -34,6 +34,7 @@
 #define DBD_BATCH_PAGES 4096		/* 16 MiB read per mrf batch */
 #define DBD_CLONE_PAGES 256		/* 1 MiB per read bio */
 #define DBD_PENDING_LIMIT 16384		/* 64 MiB read but not yet saved */
+#define DBD_THROTTLE_WAIT (2 * HZ)	/* longest wait of one throttled write */
 #define DBD_WINDOW_BLOCKS 256		/* snapshot read window */
 #define DBD_READERS 4			/* snapshot reads served at once */
 
@@ -105,6 +106,17 @@ struct dbd_snap {
 	spinlock_t dr_lock;
 	unsigned int dr_inflight[2];
 	unsigned int dr_phase;
+	/*
+	 * Between a commit's phase switch and the end of its wait (lock):
+	 * blocks just marked done may still be read directly from the
+	 * origin, so writes to done blocks are held too, not passed.
+	 */
+	bool dr_draining;
+	/* a throttled writer waited in vain: no throttling until a save */
+	bool cow_stalled;
+	/* progress counters for dbd_snap_flush (lock) */
+	u64 held_in, held_out;		/* writes held / released by mrf */
+	u64 queued_pages, saved_pages;	/* pages queued / done by COW thread */
 	wait_queue_head_t dr_wq;
 	struct task_struct *mrf_task;
 	struct task_struct *cow_task;
@@ -235,6 +247,40 @@ static bool snap_range_done(struct dbd_snap *s, u64 first, u64 last)
 	return find_next_zero_bit(s->done, last + 1, first) > last;
 }
 
+/*
+ * Throttle user tasks while too much original data is in memory, for a
+ * bounded time.  Never a task that may hold up the COW thread itself: a
+ * kernel thread, a task inside a bio submission or a filesystem
+ * transaction (journal handle), or any task while the module freezes the
+ * filesystem or the COW file is closed (dormant: nothing drains then).
+ * A wait that made no room in DBD_THROTTLE_WAIT (an external freeze
+ * holding the COW thread, a stuck disk) turns throttling off until the
+ * COW thread saves its next batch: a writer never waits on it unbounded.
+ */
+static bool snap_throttle_off(struct dbd_snap *s)
+{
+	return dbd_dev_failed(s->dev) || READ_ONCE(s->dev->freezing) ||
+	       !READ_ONCE(s->cow->filp) || READ_ONCE(s->cow_stalled);
+}
+
+static void snap_throttle(struct dbd_snap *s)
+{
+	long left;
+
+	if ((current->flags & (PF_KTHREAD | PF_MEMALLOC)) ||
+	    current->bio_list || current->journal_info ||
+	    READ_ONCE(s->pending_pages) < DBD_PENDING_LIMIT ||
+	    snap_throttle_off(s))
+		return;
+	left = wait_event_killable_timeout(s->throttle_wq,
+					   READ_ONCE(s->pending_pages) <
+					   DBD_PENDING_LIMIT ||
+					   snap_throttle_off(s),
+					   DBD_THROTTLE_WAIT);
+	if (!left)
+		WRITE_ONCE(s->cow_stalled, true);
+}
+
 bool dbd_snap_write(struct dbd_trace *t, struct bio *bio)
 {
 	struct dbd_snap *s = t->snap;
@@ -249,12 +295,12 @@ bool dbd_snap_write(struct dbd_trace *t, struct bio *bio)
 		 * next incremental (dbd_snap_mark_self).
 		 */
 		spin_lock(&s->lock);
-		bitmap_set(s->self, first, last - first + 1);
+		dbd_bits(s->self, first, last, true);
 		spin_unlock(&s->lock);
 		return false;
 	}
 	spin_lock(&s->lock);
-	if (snap_range_done(s, first, last)) {
+	if (snap_range_done(s, first, last) && !s->dr_draining) {
 		spin_unlock(&s->lock);
 		return false;
 	}
@@ -269,22 +315,11 @@ bool dbd_snap_write(struct dbd_trace *t, struct bio *bio)
 		return true;
 	}
 	bio_list_add(&s->held, bio);
+	s->held_in++;
 	spin_unlock(&s->lock);
 	wake_up(&s->mrf_wq);
 
-	/*
-	 * Throttle user tasks while too much original data is in memory.
-	 * Never while the module freezes the filesystem: the COW thread
-	 * cannot write the COW file then, and the freeze waits for this
-	 * writeback (deadlock otherwise).
-	 */
-	if (!(current->flags & (PF_KTHREAD | PF_MEMALLOC)) &&
-	    !current->bio_list && !READ_ONCE(s->dev->freezing))
-		wait_event_killable(s->throttle_wq,
-				    READ_ONCE(s->pending_pages) <
-				    DBD_PENDING_LIMIT ||
-				    dbd_dev_failed(s->dev) ||
-				    READ_ONCE(s->dev->freezing));
+	snap_throttle(s);
 	return true;
 }
 
@@ -431,12 +466,21 @@ static void snap_batch_commit(struct dbd_snap *s, struct dbd_batch *b)
 	}
 	list_splice_tail(&items, &s->cowq);
 	s->pending_pages += b->n;
+	s->queued_pages += b->n;
 	phase = s->dr_phase;
 	s->dr_phase = !phase;
+	s->dr_draining = true;
 	spin_unlock(&s->lock);
 	up_write(&s->rsem);
-	/* direct reads that found these blocks not done finish first */
+	/*
+	 * Direct reads that found these blocks not done finish first; until
+	 * then no write to them may pass (held ones are released after this
+	 * returns, new ones are held by dbd_snap_write).
+	 */
 	wait_event(s->dr_wq, snap_direct_drained(s, phase));
+	spin_lock(&s->lock);
+	s->dr_draining = false;
+	spin_unlock(&s->lock);
 	wake_up(&s->cow_wq);
 	b->n = 0;
 }
@@ -448,6 +492,7 @@ static int snap_mrf_thread(void *data)
 	struct bio_list todo, release;
 	struct bio *bio;
 	unsigned int noio = memalloc_noio_save();
+	u64 taken;
 
 	b = kvmalloc(sizeof(*b), GFP_KERNEL);
 	for (;;) {
@@ -462,6 +507,7 @@ static int snap_mrf_thread(void *data)
 		bio_list_init(&release);
 		if (b)
 			b->n = 0;
+		taken = 0;
 		while ((bio = bio_list_pop(&todo))) {
 			struct dbd_trace tr = {
 				.bdev = s->bdev, .size = s->size,
@@ -470,6 +516,7 @@ static int snap_mrf_thread(void *data)
 			u64 first, last, blk;
 
 			bio_list_add(&release, bio);
+			taken++;
 			if (!b) {
 				dbd_dev_fail(s->dev, -ENOMEM);
 				continue;
@@ -501,6 +548,10 @@ static int snap_mrf_thread(void *data)
 		/* the original data is saved (or the device failed) */
 		while ((bio = bio_list_pop(&release)))
 			dbd_submit_passthrough(bio);
+		spin_lock(&s->lock);
+		s->held_out += taken;
+		spin_unlock(&s->lock);
+		wake_up_all(&s->throttle_wq);
 	}
 	kvfree(b);
 	memalloc_noio_restore(noio);
@@ -567,7 +618,9 @@ static int snap_cow_thread(void *data)
 		list_for_each_entry(pg, &batch, lru)
 			xa_erase(&s->pending, page_private(pg));
 		s->pending_pages -= n;
+		s->saved_pages += n;
 		spin_unlock(&s->lock);
+		WRITE_ONCE(s->cow_stalled, false);
 		list_for_each_entry_safe(pg, tmp, &batch, lru) {
 			list_del(&pg->lru);
 			snap_free_page(pg);
@@ -865,6 +918,48 @@ static void snap_stop_task(struct task_struct **task, bool *flag,
 	*task = NULL;
 }
 
+static bool snap_reached(struct dbd_snap *s, u64 *done, u64 target)
+{
+	bool ok;
+
+	spin_lock(&s->lock);
+	ok = *done >= target;
+	spin_unlock(&s->lock);
+	return ok || dbd_dev_failed(s->dev);
+}
+
+/*
+ * Write what the engine holds into the COW file now (the file must be
+ * open): every write held before the call has its original data read and
+ * every page queued by then is appended.  Both queues are FIFO, so this
+ * waits only for what came before, even while new writes arrive.
+ * -EINTR if the caller was killed meanwhile.
+ */
+/* wait until *done reaches what *queued is now; kick wakes the worker */
+static int snap_catch_up(struct dbd_snap *s, u64 *queued, u64 *done,
+			 wait_queue_head_t *kick)
+{
+	u64 target;
+
+	spin_lock(&s->lock);
+	target = *queued;
+	spin_unlock(&s->lock);
+	wake_up(kick);
+	if (wait_event_killable(s->throttle_wq, snap_reached(s, done, target)))
+		return -EINTR;
+	return 0;
+}
+
+int dbd_snap_flush(struct dbd_snap *s)
+{
+	int ret = snap_catch_up(s, &s->held_in, &s->held_out, &s->mrf_wq);
+
+	if (!ret)
+		ret = snap_catch_up(s, &s->queued_pages, &s->saved_pages,
+				    &s->cow_wq);
+	return ret ? ret : dbd_dev_failed(s->dev);
+}
+
 void dbd_snap_wake(struct dbd_snap *s)
 {
 	wake_up_all(&s->cow_wq);
@@ -971,6 +1066,8 @@ static int dbd_snap_open(struct gendisk *disk, blk_mode_t mode)
 {
 	struct dbd_dev *dev = disk->private_data;
 
+	/* del_gendisk() waits for opens: dev is alive here */
+	kref_get(&dev->kref);
 	atomic_inc(&dev->refs);
 	return 0;
 }
@@ -980,12 +1077,16 @@ static void dbd_snap_release(struct gendisk *disk)
 	struct dbd_dev *dev = disk->private_data;
 
 	atomic_dec(&dev->refs);
+	/* dev may have been destroyed while open: this may free it */
+	dbd_dev_put(dev);
 }
 #else
 static int dbd_snap_open(struct block_device *bdev, fmode_t mode)
 {
 	struct dbd_dev *dev = bdev->bd_disk->private_data;
 
+	/* del_gendisk() waits for opens: dev is alive here */
+	kref_get(&dev->kref);
 	atomic_inc(&dev->refs);
 	return 0;
 }
@@ -995,6 +1096,8 @@ static void dbd_snap_release(struct gendisk *disk, fmode_t mode)
 	struct dbd_dev *dev = disk->private_data;
 
 	atomic_dec(&dev->refs);
+	/* dev may have been destroyed while open: this may free it */
+	dbd_dev_put(dev);
 }
 #endif
 

@@ -9,6 +9,12 @@
  *
  * The traced devices are published in an RCU array; the ftrace_ops is
  * registered only while at least one device is traced.
+ *
+ * A redirected call runs module code and may sleep in the original (a
+ * request tag, throttling) with a return address in this module: the
+ * callback pins the module for the duration, so rmmod either waits for
+ * no such call (it is refused with EBUSY while one sleeps) or, once the
+ * module is going, the callback no longer redirects.
  */
 #include <linux/module.h>
 #include <linux/ftrace.h>
@@ -28,6 +34,8 @@ static void notrace dbd_ftrace_cb(unsigned long ip, unsigned long parent_ip,
 				  struct ftrace_regs *fregs)
 {
 	if (within_module(parent_ip, THIS_MODULE))
+		return;
+	if (!try_module_get(THIS_MODULE))
 		return;
 #if DBD_NEW_BLOCK_API
 	ftrace_regs_set_instruction_pointer(fregs,
@@ -192,6 +200,7 @@ static void dbd_submit_bio_noacct(struct bio *bio)
 	}
 	if (!held)
 		dbd_submit_passthrough(bio);
+	module_put(THIS_MODULE);
 }
 
 struct dbd_trace *dbd_trace_alloc(struct dbd_dev *dev)

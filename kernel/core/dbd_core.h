@@ -126,6 +126,18 @@ void dbd_header_decode(const u8 in[DBD_HEADER_USED], struct dbd_header *h);
  */
 int dbd_header_check_reload(const struct dbd_header *h, bool index_only);
 
+/*
+ * Further reload / reopen checks of a header against the device geometry
+ * and the file's size (file_bytes), so that a crafted or stale header can
+ * neither make appends land on the header or the index nor point entries
+ * past the end of the file: the index must be in the file; for a snapshot
+ * (not index_only) first_data_blk <= fpos <= ceil(fsize / 4096) and
+ * fpos * 4096 <= file_bytes.  -EINVAL otherwise.
+ */
+int dbd_header_check_layout(const struct dbd_header *h,
+			    const struct dbd_geometry *g, bool index_only,
+			    u64 file_bytes);
+
 /* One index entry: little-endian u64 at 4096 + 8 * block. */
 void dbd_index_entry_encode(u64 value, u8 out[8]);
 u64 dbd_index_entry_decode(const u8 in[8]);

@@ -77,6 +77,26 @@ int dbd_header_check_reload(const struct dbd_header *h, bool index_only)
 	return 0;
 }
 
+int dbd_header_check_layout(const struct dbd_header *h,
+			    const struct dbd_geometry *g, bool index_only,
+			    u64 file_bytes)
+{
+	u64 max_fpos = h->fsize / DBD_BLOCK_SIZE +
+		       (h->fsize % DBD_BLOCK_SIZE ? 1 : 0);
+
+	if (file_bytes < g->data_offset)
+		return -EINVAL;	/* the index is cut short */
+	if (index_only)
+		return 0;	/* no appends, fpos is not used */
+	if (h->fpos < g->first_data_blk)
+		return -EINVAL;	/* appends would overwrite the index */
+	if (h->fpos > max_fpos)
+		return -EINVAL;	/* past what the file ever had room for */
+	if (h->fpos > file_bytes / DBD_BLOCK_SIZE)
+		return -EINVAL;	/* saved data is missing from the file */
+	return 0;
+}
+
 void dbd_index_entry_encode(u64 value, u8 out[8])
 {
 	put_le64(out, value);

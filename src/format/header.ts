@@ -143,3 +143,24 @@ export function randomUuid(rand: () => number = Math.random): Uint8Array {
   u[8] = ((u[8] ?? 0) & 0x3f) | 0x80;
   return u;
 }
+
+/**
+ * Reload / reopen: does the header fit the device geometry and the file's
+ * size? (kernel/core dbd_header_check_layout.) Returns why not, or null.
+ * The index must be in the file; for a snapshot file appends must not land
+ * on the header or the index and every saved block must be in the file:
+ * firstDataBlk <= fpos <= ceil(fsize / 4096) and fpos * 4096 <= fileBytes.
+ */
+export function headerLayoutError(
+  h: CowHeader,
+  geo: { dataOffset: number; firstDataBlk: number },
+  indexOnly: boolean,
+  fileBytes: number,
+): string | null {
+  if (fileBytes < geo.dataOffset) return `cow file is ${fileBytes} bytes, shorter than its index (${geo.dataOffset})`;
+  if (indexOnly) return null;
+  if (h.fpos < geo.firstDataBlk) return `cow file's next data block ${h.fpos} lies in its index (first data block ${geo.firstDataBlk})`;
+  if (h.fpos > Math.ceil(h.fsize / 4096)) return `cow file's next data block ${h.fpos} is past its size ${h.fsize}`;
+  if (h.fpos > Math.floor(fileBytes / 4096)) return `cow file's saved data (${h.fpos} blocks) is past its end (${fileBytes} bytes)`;
+  return null;
+}

@@ -20,6 +20,7 @@ import {
   encodeHeader,
   fallocMib,
   geometry,
+  headerLayoutError,
   indexEntryOffset,
   readIndexEntry,
   validateCowFile,
@@ -261,6 +262,69 @@ describe('reload / reopen header checks (dbd_header_check_reload)', () => {
         expect(core.headerCheckReload(encodeHeader({ ...base, flags: flags | FLAG_INDEX_ONLY, version }), true)).toBe(0);
       }
     }
+  });
+});
+
+describe('reload / reopen layout checks (dbd_header_check_layout)', () => {
+  const layoutArb = fc
+    .record({
+      sizeSectors: fc.integer({ min: 8, max: 2 ** 34 }),
+      indexOnly: fc.boolean(),
+      fposDelta: fc.integer({ min: -3, max: 3 }),
+      fposMode: fc.constantFrom('first', 'end', 'file', 'any'),
+      fsize: fc.oneof(fc.integer({ min: 0, max: 2 ** 40 }), fc.integer({ min: 0, max: 2 ** 52 })),
+      fileDelta: fc.integer({ min: -8192, max: 8192 }),
+      fileMode: fc.constantFrom('fsize', 'index', 'any'),
+      any: fc.integer({ min: 0, max: 2 ** 40 }),
+    })
+    .map((r) => {
+      const geo = geometry(r.sizeSectors);
+      const fileBase = r.fileMode === 'fsize' ? r.fsize : r.fileMode === 'index' ? geo.dataOffset : r.any;
+      const fileBytes = Math.max(0, fileBase + r.fileDelta);
+      const fposBase =
+        r.fposMode === 'first' ? geo.firstDataBlk : r.fposMode === 'end' ? Math.ceil(r.fsize / 4096) : r.fposMode === 'file' ? Math.floor(fileBytes / 4096) : r.any;
+      return { ...r, geo, fileBytes, fpos: Math.max(0, fposBase + r.fposDelta) };
+    });
+
+  it('agree with the emulator (src/format/header headerLayoutError)', () => {
+    fc.assert(
+      fc.property(layoutArb, (r) => {
+        const h: CowHeader = {
+          magic: 4776,
+          flags: FLAG_CLEAN | (r.indexOnly ? FLAG_INDEX_ONLY : 0),
+          fpos: r.fpos,
+          fsize: r.fsize,
+          seqid: 1,
+          uuid: new Uint8Array(16),
+          version: 1,
+          nrChangedBlocks: 0,
+        };
+        const ts = headerLayoutError(h, r.geo, r.indexOnly, r.fileBytes) ? -ERRNO.EINVAL : 0;
+        expect(core.headerCheckLayout(encodeHeader(h), r.sizeSectors, r.indexOnly, r.fileBytes)).toBe(ts);
+      }),
+      fcParams(),
+    );
+  });
+
+  it('a fresh or full snapshot file passes; appends into the index, past the end or past the file fail', () => {
+    const size = 2097152; // 1 GiB: data_offset 528384, first data block 129 (SPEC 2.13)
+    const g = geometry(size);
+    const fsize = 26843545; // the default 10 %, not a multiple of 4096
+    const h = (fpos: number, fs = fsize): Uint8Array =>
+      encodeHeader({ magic: 4776, flags: FLAG_CLEAN, fpos, fsize: fs, seqid: 1, uuid: new Uint8Array(16), version: 1, nrChangedBlocks: 0 });
+    expect(core.headerCheckLayout(h(g.firstDataBlk), size, false, fsize)).toBe(0);
+    // full: the last append at floor(fsize / 4096) made the file one block longer
+    const full = Math.ceil(fsize / 4096);
+    expect(core.headerCheckLayout(h(full), size, false, full * 4096)).toBe(0);
+    expect(core.headerCheckLayout(h(1), size, false, fsize)).toBe(-ERRNO.EINVAL);
+    expect(core.headerCheckLayout(h(g.firstDataBlk - 1), size, false, fsize)).toBe(-ERRNO.EINVAL);
+    expect(core.headerCheckLayout(h(full + 1), size, false, (full + 1) * 4096)).toBe(-ERRNO.EINVAL);
+    expect(core.headerCheckLayout(h(1000), size, false, 999 * 4096)).toBe(-ERRNO.EINVAL);
+    expect(core.headerCheckLayout(h(g.firstDataBlk), size, false, g.dataOffset - 1)).toBe(-ERRNO.EINVAL);
+    // index-only: fpos is not used, the index must be there
+    const io = encodeHeader({ magic: 4776, flags: FLAG_CLEAN | FLAG_INDEX_ONLY, fpos: 1, fsize: g.dataOffset, seqid: 2, uuid: new Uint8Array(16), version: 1, nrChangedBlocks: 0 });
+    expect(core.headerCheckLayout(io, size, true, g.dataOffset)).toBe(0);
+    expect(core.headerCheckLayout(io, size, true, g.dataOffset - 4096)).toBe(-ERRNO.EINVAL);
   });
 });
 

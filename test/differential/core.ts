@@ -74,6 +74,8 @@ export interface Core {
   headerDecode(bytes: Uint8Array): CoreHeader;
   /** dbd_header_decode + dbd_header_check_reload: 0 or -EINVAL. */
   headerCheckReload(bytes: Uint8Array, indexOnly: boolean): number;
+  /** dbd_header_decode + dbd_header_check_layout for a device size and file size: 0 or -EINVAL. */
+  headerCheckLayout(bytes: Uint8Array, sizeSectors: U64In, indexOnly: boolean, fileBytes: U64In): number;
   indexEntryEncode(value: U64In): Buffer;
   indexEntryDecode(bytes: Uint8Array): bigint;
   indexEntryOffset(block: U64In): bigint;

@@ -280,6 +280,45 @@ describe('mount events, reboot, crash', () => {
     e.ctl.destroy(0);
   });
 
+  it('a COW file replaced while dormant fails the device with EINVAL and is left CLEAN (the uuid is checked first)', () => {
+    const e = world();
+    setup(e);
+    e.umount('/mnt');
+    // while unmounted, the file becomes another clean COW file (other uuid)
+    const fs = e.world.volumes.get('/dev/sda1')!.fs;
+    const f = fs.open('/cow1');
+    const hb = new Uint8Array(64);
+    f.read(hb, 0);
+    expect(decodeHeader(hb).flags & FLAG_CLEAN).toBe(FLAG_CLEAN);
+    hb.fill(0x5a, 32, 48);
+    f.write(hb, 0);
+    f.close();
+    e.mount('/dev/sda1', '/mnt');
+    expect(e.ctl.info(0).error).toBe(-22);
+    const h = decodeHeader(e.readFile('/mnt/cow1'));
+    expect(h.flags & FLAG_CLEAN).toBe(FLAG_CLEAN);
+    expect(Array.from(h.uuid)).toEqual(new Array(16).fill(0x5a));
+  });
+
+  it('reload of a clean file whose fpos lies in the index is refused at activation and the file left as it was', () => {
+    const e = world();
+    setup(e);
+    e.write('/dev/sda1', 0, pattern(4 * K4, 1));
+    e.umount('/mnt');
+    e.ctl.destroy(0);
+    const fs = e.world.volumes.get('/dev/sda1')!.fs;
+    const f = fs.open('/cow1');
+    const hb = new Uint8Array(64);
+    f.read(hb, 0);
+    new DataView(hb.buffer).setBigUint64(8, 1n, true); // fpos 1: inside the index
+    f.write(hb, 0);
+    f.close();
+    e.ctl.reloadSnapshot({ minor: 0, bdev: '/dev/sda1', cow: '/cow1', cacheSize: 0 });
+    e.mount('/dev/sda1', '/mnt');
+    expect(e.ctl.info(0)).toMatchObject({ state: 5, error: -22 });
+    expectBytes(e.readFile('/mnt/cow1').subarray(0, 64), hb, 'header');
+  });
+
   it('reload of a wrong-mode file fails at activation', () => {
     const e = world();
     setup(e);

@@ -18,6 +18,12 @@ describe('kernel log scanner', () => {
     expect(kinds('[ 2.0] EXT4-fs error (device vda1): ext4_find_entry:1686: inode #2: comm ls: reading directory lblock 0')).toEqual(['I/O error']);
   });
 
+  it('reports the debug kernel\'s lockdep and KASAN reports, not its RCU-debug boot line', () => {
+    expect(kinds('[ 5.0] WARNING: possible recursive locking detected')).toEqual(['WARNING']);
+    expect(kinds('[ 5.0] BUG: KASAN: slab-use-after-free in dbd_snap_release+0x1c/0x40 [dattobd]')).toEqual(['BUG']);
+    expect(kinds('[ 0.1] rcu: \tRCU callback double-/use-after-free debug is enabled.')).toEqual([]);
+  });
+
   it('accepts the EIO a failed snapshot device returns, and the command line', () => {
     expect(kinds('[ 3.0] Buffer I/O error on dev datto0, logical block 0, async page read')).toEqual([]);
     expect(kinds('[ 0.0] Kernel command line: panic=-1 oops=panic')).toEqual([]);

@@ -216,6 +216,19 @@ Napi::Value HeaderCheckReload(const Napi::CallbackInfo &info)
 	return Napi::Number::New(info.Env(), rc);
 }
 
+/* Decode the 64 bytes, then check them against a device size and file size. */
+Napi::Value HeaderCheckLayout(const Napi::CallbackInfo &info)
+{
+	struct dbd_header h;
+	struct dbd_geometry g;
+
+	dbd_header_decode(BytesArg(info, 0, DBD_HEADER_USED, "bytes"), &h);
+	dbd_geometry_init(&g, ArgU64(info, 1, "sizeSectors"));
+	int rc = dbd_header_check_layout(&h, &g, ArgU64(info, 2, "indexOnly") != 0,
+					 ArgU64(info, 3, "fileBytes"));
+	return Napi::Number::New(info.Env(), rc);
+}
+
 Napi::Value IndexEntryEncode(const Napi::CallbackInfo &info)
 {
 	u8 out[8];
@@ -426,6 +439,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports)
 	exports.Set("headerDecode", Napi::Function::New(env, HeaderDecode));
 	exports.Set("headerCheckReload",
 		    Napi::Function::New(env, HeaderCheckReload));
+	exports.Set("headerCheckLayout",
+		    Napi::Function::New(env, HeaderCheckLayout));
 	exports.Set("indexEntryEncode", Napi::Function::New(env, IndexEntryEncode));
 	exports.Set("indexEntryDecode", Napi::Function::New(env, IndexEntryDecode));
 	exports.Set("indexEntryOffset", Napi::Function::New(env, IndexEntryOffset));

@@ -179,6 +179,21 @@ export function fileBlocks(t: VmContext, file: string, only?: { written: true; b
   return out;
 }
 
+/** Device block of each 4 KiB file block (index = file block), from filefrag. */
+export function fileBlockMap(t: VmContext, file: string): number[] {
+  const out: number[] = [];
+  const text = t.run(['filefrag', '-v', '-b512', file]).stdout;
+  for (const m of text.matchAll(/^\s*\d+:\s+(\d+)\.\.\s*\d+:\s+(\d+)\.\.\s*(\d+):/gm)) {
+    const logical = Number(m[1]);
+    const first = Number(m[2]);
+    const last = Number(m[3]);
+    if (first % 8 || logical % 8) throw new Error(`${file}: extent at sector ${first} is not 4 KiB aligned (make the filesystem with 4 KiB blocks)`);
+    for (let sec = first; sec <= last; sec += 8) out[(logical + sec - first) / 8] = sec / 8;
+  }
+  for (let i = 0; i < out.length; i++) if (out[i] === undefined) throw new Error(`${file}: block ${i} not mapped (hole?)\n${text}`);
+  return out;
+}
+
 /** Runs of consecutive blocks, [first, count] in block order. */
 export function blockRuns(blocks: Iterable<number>): Array<[number, number]> {
   const sorted = [...blocks].sort((a, b) => a - b);

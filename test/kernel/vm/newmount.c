@@ -5,6 +5,11 @@
  * read-write (fspick, fsconfig reconfigure), as util-linux >= 2.39 does.
  * Usage: newmount <fstype> <bdev> <dir>
  *        newmount remount ro|rw <dir>
+ *        newmount remount-as-nobody ro|rw <dir>
+ * The last picks the mount as the caller, then drops to uid/gid 65534 (no
+ * capabilities) before fsconfig(FSCONFIG_CMD_RECONFIGURE): an unprivileged
+ * reconfigure, as in a user namespace of one's own (which a chroot, as in
+ * the VM harness, cannot create).
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -12,15 +17,21 @@
 #include <sys/syscall.h>
 #include <string.h>
 #include <unistd.h>
+#include <grp.h>
 #include <linux/mount.h>
 
-static int remount(const char *mode, const char *dir)
+static int remount(const char *mode, const char *dir, int drop)
 {
 	int fc = syscall(SYS_fspick, AT_FDCWD, dir, FSPICK_CLOEXEC);
 	struct mount_attr attr = { 0 };
 
 	if (fc < 0) {
 		perror("fspick");
+		return 1;
+	}
+	if (drop && (setgroups(0, NULL) || setresgid(65534, 65534, 65534) ||
+		     setresuid(65534, 65534, 65534))) {
+		perror("drop privileges");
 		return 1;
 	}
 	if (syscall(SYS_fsconfig, fc, FSCONFIG_SET_FLAG, mode, NULL, 0) ||
@@ -46,7 +57,9 @@ int main(int argc, char **argv)
 	int fs, mnt;
 
 	if (argc == 4 && !strcmp(argv[1], "remount"))
-		return remount(argv[2], argv[3]);
+		return remount(argv[2], argv[3], 0);
+	if (argc == 4 && !strcmp(argv[1], "remount-as-nobody"))
+		return remount(argv[2], argv[3], 1);
 	if (argc != 4)
 		return 100;
 	fs = syscall(SYS_fsopen, argv[1], FSOPEN_CLOEXEC);

@@ -6,8 +6,11 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { VM_TEST_DIR, vmDir } from './paths.js';
 
+/** Debian's kernels: the default selection, prepared by setup.sh. */
 export const KERNEL_NAMES = ['6.1', '6.12', '6.12-rt'] as const;
-export type KernelName = (typeof KERNEL_NAMES)[number];
+/** Selected only by name: the debug-kernel lane (test/vm/debug-kernel.sh). */
+export const DEBUG_KERNEL = '6.12-debug';
+export type KernelName = (typeof KERNEL_NAMES)[number] | typeof DEBUG_KERNEL;
 
 export interface KernelInfo {
   name: KernelName;
@@ -32,8 +35,8 @@ export function selectedKernelNames(): KernelName[] {
   if (!raw) return [...KERNEL_NAMES];
   const names = raw.split(',').map((s) => s.trim()).filter(Boolean);
   for (const n of names) {
-    if (!(KERNEL_NAMES as readonly string[]).includes(n)) {
-      throw new HarnessError(`unknown kernel '${n}' in DBD_VM_KERNELS`, `use a comma list of ${KERNEL_NAMES.join(', ')}`);
+    if (!(KERNEL_NAMES as readonly string[]).includes(n) && n !== DEBUG_KERNEL) {
+      throw new HarnessError(`unknown kernel '${n}' in DBD_VM_KERNELS`, `use a comma list of ${KERNEL_NAMES.join(', ')} or ${DEBUG_KERNEL}`);
     }
   }
   return names as KernelName[];
@@ -58,6 +61,13 @@ export function prepareKernels(names: readonly KernelName[], log: (s: string) =>
   const file = join(vmDir(), 'kernels.json');
   if (!existsSync(file)) throw new HarnessError(`${file} missing after setup`, 'run bash test/vm/setup.sh and read its output');
   const all = JSON.parse(readFileSync(file, 'utf8')) as KernelInfo[];
+  if (names.includes(DEBUG_KERNEL)) {
+    const dbg = join(vmDir(), 'debug', 'kernel.json');
+    if (!existsSync(dbg)) {
+      throw new HarnessError(`${dbg} missing: the debug kernel is not built`, 'npm run test:vm:debug builds it first (bash test/vm/debug-kernel.sh, about 30 min)');
+    }
+    all.push(JSON.parse(readFileSync(dbg, 'utf8')) as KernelInfo);
+  }
   return names.map((n) => {
     const k = all.find((x) => x.name === n);
     if (!k) throw new HarnessError(`kernel ${n} not in ${file}`, 'delete the file and rerun setup.sh');

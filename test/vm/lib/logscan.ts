@@ -29,6 +29,8 @@ const PATTERNS: ReadonlyArray<readonly [string, RegExp]> = [
 function classify(line: string): string | null {
   // the kernel echoes its command line (which may say oops=panic, panic_on_warn=1)
   if (/\b(Kernel c|C)ommand line: /.test(line)) return null;
+  // a debug kernel's boot line about its RCU debugging, not a report
+  if (/RCU callback double-\/use-after-free debug is enabled/.test(line)) return null;
   for (const [kind, re] of PATTERNS) if (re.test(line)) return kind;
   return null;
 }

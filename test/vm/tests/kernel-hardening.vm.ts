@@ -1,0 +1,409 @@
+// SPDX-License-Identifier: GPL-2.0-only
+// Defects found by review of kernel/ (hardening issue), each reproduced:
+// - the mount hooks call their originals back through a pointer: every
+//   hooked function must start with ENDBR64 on a kernel built with IBT
+//   (a sealed one is a "Missing ENDBR" BUG on IBT CPUs, which TCG does not
+//   emulate, so the entry bytes are read from /proc/kcore);
+// - an unprivileged umount / remount-ro / fsconfig reconfigure fails with
+//   EPERM and must leave every device as it was;
+// - a direct read of /dev/dattoN must not be overtaken by a later write
+//   to the same block (dm-delay: slow reads, fast writes);
+// - an unmount saves the COW data still queued in memory before the COW
+//   file is closed clean, so a reload after a module reload reads it.
+import assert from 'node:assert/strict';
+import { chmodSync, closeSync, fsyncSync, mkdirSync, openSync, readFileSync, readSync, writeFileSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import type { VmContext } from '../guest/api.js';
+import { BLOCK, describedBlock, describedFile, errCode, fileBlockMap, partition, readCowHeader, umountExplained } from '../../kernel/vm/helpers.js';
+
+const ENDBR64 = 'f30f1efa';
+
+/** Kernel symbol addresses from /proc/kallsyms (text symbols only). */
+function kallsyms(names: readonly string[]): Map<string, bigint> {
+  const want = new Set(names);
+  const out = new Map<string, bigint>();
+  for (const line of readFileSync('/proc/kallsyms', 'latin1').split('\n')) {
+    const [addr, type, name] = line.split(/\s+/);
+    if (name && want.has(name) && /^[tT]$/.test(type ?? '') && !out.has(name)) out.set(name, BigInt(`0x${addr}`));
+  }
+  return out;
+}
+
+/** n bytes of kernel memory at vaddr, read through /proc/kcore's ELF segments. */
+function kcoreRead(vaddr: bigint, n: number): Buffer {
+  const fd = openSync('/proc/kcore', 'r');
+  try {
+    const eh = Buffer.alloc(64);
+    readSync(fd, eh, 0, 64, 0);
+    const phoff = eh.readBigUInt64LE(0x20);
+    const phentsize = eh.readUInt16LE(0x36);
+    const phnum = eh.readUInt16LE(0x38);
+    const ph = Buffer.alloc(phentsize * phnum);
+    readSync(fd, ph, 0, ph.length, phoff);
+    for (let i = 0; i < phnum; i++) {
+      const o = i * phentsize;
+      if (ph.readUInt32LE(o) !== 1) continue; // PT_LOAD
+      const off = ph.readBigUInt64LE(o + 8);
+      const va = ph.readBigUInt64LE(o + 16);
+      const size = ph.readBigUInt64LE(o + 32);
+      if (vaddr < va || vaddr + BigInt(n) > va + size) continue;
+      const out = Buffer.alloc(n);
+      readSync(fd, out, 0, n, off + (vaddr - va));
+      return out;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  throw new Error(`0x${vaddr.toString(16)} is in no /proc/kcore segment`);
+}
+
+/** The functions kernel/hooks.c hooks (and calls back), from its table. */
+function hookedFunctions(t: VmContext): string[] {
+  const src = readFileSync(join(t.repo, 'kernel/hooks.c'), 'utf8');
+  const names = [...src.matchAll(/\.name = "([A-Za-z0-9_]+)"/g)].map((m) => m[1]!);
+  assert.ok(names.length >= 6, `hooks.c table not found (${names.join(',')})`);
+  return names;
+}
+
+export async function hookedFunctionsCanBeCalledBack(t: VmContext): Promise<void> {
+  const hooked = hookedFunctions(t);
+  const syms = kallsyms([...hooked, 'submit_bio_noacct']);
+  const entry = new Map<string, string>();
+  for (const [name, addr] of syms) entry.set(name, kcoreRead(addr, 5).toString('hex'));
+  t.log([...entry].map(([k, v]) => `${k}: ${v}`).join('\n'));
+  const ref = entry.get('submit_bio_noacct');
+  assert.ok(ref, 'submit_bio_noacct not in /proc/kallsyms');
+  // an exported, address-taken function starts with ENDBR64 iff the kernel has IBT
+  const ibt = ref.startsWith(ENDBR64);
+  for (const name of hooked) {
+    const bytes = entry.get(name);
+    assert.ok(bytes, `${name} (hooked by kernel/hooks.c) is not in /proc/kallsyms`);
+    if (ibt) {
+      assert.ok(
+        bytes.startsWith(ENDBR64),
+        `${name} starts with ${bytes.slice(0, 8)}, not ENDBR64: sealed, and the module's indirect call back to it would be a "Missing ENDBR" BUG on IBT CPUs`,
+      );
+    } else {
+      // no IBT: the ftrace site is the entry (a 5-byte NOP, or a call while traced)
+      assert.ok(/^(0f1f440000|e8)/.test(bytes), `${name} starts with ${bytes}: not an ftrace site`);
+    }
+  }
+  // and the hooks do redirect on this kernel: umount -> dormant, mount -> active
+  const part = partition(t, t.disks[0]!, 64);
+  t.mkfs('ext4', part);
+  const mnt = t.mount(part);
+  t.loadModule();
+  t.ioctl.setup(0, part, `${mnt}/.datto`, 8);
+  umountExplained(t, mnt);
+  assert.equal(t.ioctl.info(0).state, 1, 'umount must make the snapshot dormant');
+  t.mount(part, { dir: mnt });
+  assert.equal(t.ioctl.info(0).state, 3, 'mount must re-activate the snapshot');
+  const refused = t.kmsg().filter((l) => /is not hooked/.test(l));
+  assert.deepEqual(refused, [], 'a hook refused to redirect');
+  t.ioctl.destroy(0);
+}
+
+const PY_UMOUNT = 'import ctypes,sys; l=ctypes.CDLL(None, use_errno=True); r=l.umount2(sys.argv[1].encode(), 0); print(r, ctypes.get_errno())';
+const PY_REMOUNT_RO =
+  'import ctypes,sys; l=ctypes.CDLL(None, use_errno=True); r=l.mount(None, sys.argv[1].encode(), None, 0x21, None); print(r, ctypes.get_errno())';
+
+export async function unprivilegedCallersChangeNothing(t: VmContext): Promise<void> {
+  const part = partition(t, t.disks[0]!, 96);
+  t.mkfs('ext4', part);
+  const mnt = t.mount(part);
+  writeFileSync(join(mnt, 'described'), describedFile(256, 1));
+  t.sh('sync');
+  const bin = '/tmp/dbd-unpriv';
+  mkdirSync(bin, { recursive: true });
+  chmodSync(bin, 0o755);
+  t.run(['gcc', '-O1', '-o', join(bin, 'newmount'), join(t.repo, 'test/kernel/vm/newmount.c')]);
+  t.loadModule();
+  t.ioctl.setup(0, part, `${mnt}/.datto`, 16);
+  const nobody = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'];
+  const unchanged = (what: string): void => {
+    const info = t.ioctl.info(0);
+    assert.equal(info.error, 0, `${what}: device error ${info.error}`);
+    assert.equal(info.state, 3, `${what}: state ${info.state}, must stay an active snapshot`);
+  };
+
+  const um = t.run([...nobody, 'python3', '-c', PY_UMOUNT, mnt]).stdout.trim();
+  assert.equal(um, '-1 1', `unprivileged umount2 must fail with EPERM (got "${um}")`);
+  unchanged('unprivileged umount2');
+  const rm = t.run([...nobody, 'python3', '-c', PY_REMOUNT_RO, mnt]).stdout.trim();
+  assert.equal(rm, '-1 1', `unprivileged remount-ro must fail with EPERM (got "${rm}")`);
+  unchanged('unprivileged remount-ro');
+  // fspick, then fsconfig(ro) + CMD_RECONFIGURE without privileges (as in
+  // a user namespace of one's own, which the harness's chroot cannot make)
+  const ns = t.run([join(bin, 'newmount'), 'remount-as-nobody', 'ro', mnt], { allowFail: true });
+  t.log('newmount remount-as-nobody ro:', ns.code, ns.stderr.trim());
+  assert.match(ns.stderr, /fsconfig: Operation not permitted/, 'the reconfigure must reach fsconfig and be refused');
+  unchanged('unprivileged fsconfig reconfigure');
+
+  // tracking goes on, and root's umount / mount still work
+  t.sh(`dd if=/dev/urandom of=${mnt}/described bs=4k count=16 conv=notrunc status=none && sync`);
+  unchanged('writes after the attempts');
+  umountExplained(t, mnt);
+  assert.equal(t.ioctl.info(0).state, 1, 'root umount must make the snapshot dormant');
+  t.mount(part, { dir: mnt });
+  unchanged('root mount again');
+  t.ioctl.destroy(0);
+}
+
+/** File blocks (every step-th) that /dev/datto0 does not read as generation 1 of a described file mapped by map. */
+function snapshotBadBlocks(map: readonly number[], step: number): number[] {
+  const fd = openSync('/dev/datto0', 'r');
+  const b = Buffer.alloc(BLOCK);
+  const bad: number[] = [];
+  try {
+    for (let i = 0; i < map.length; i += step) {
+      readSync(fd, b, 0, BLOCK, map[i]! * BLOCK);
+      if (!b.equals(describedBlock(i, 1))) bad.push(i);
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return bad;
+}
+
+/** dm-delay over dev: reads and writes delayed by the given milliseconds. */
+function delayTable(t: VmContext, dev: string, readMs: number, writeMs: number): string {
+  const sectors = t.run(['blockdev', '--getsz', dev]).stdout.trim();
+  return `0 ${sectors} delay ${dev} 0 ${readMs} ${dev} 0 ${writeMs}`;
+}
+
+function setDelay(t: VmContext, name: string, table: string): void {
+  // no lockfs: the module's snapshot must not see a dm freeze here
+  t.run(['dmsetup', 'suspend', '--noudevsync', '--nolockfs', name]);
+  t.run(['dmsetup', 'reload', '--noudevsync', name, '--table', table]);
+  t.run(['dmsetup', 'resume', '--noudevsync', name]);
+}
+
+function withDelayDevice(t: VmContext, name: string, under: string, body: (dev: string) => void): void {
+  t.modprobe('dm-delay');
+  // no udev in the guest: dmsetup makes the /dev/mapper node itself
+  t.run(['dmsetup', 'create', '--noudevsync', name, '--table', delayTable(t, under, 0, 0)]);
+  t.run(['dmsetup', 'mknodes', name]);
+  const dev = `/dev/mapper/${name}`;
+  try {
+    body(dev);
+  } finally {
+    t.sh(`umount /dev/datto0 2>/dev/null; umount ${dev} 2>/dev/null; true`, { allowFail: true });
+    try {
+      t.ioctl.destroy(0);
+    } catch (e) {
+      if (errCode(e) !== 'ENOENT' && errCode(e) !== 'ENOTTY') t.log('destroy in cleanup:', (e as Error).message);
+    }
+    t.run(['dmsetup', 'remove', '--noudevsync', '--retry', name], { allowFail: true });
+  }
+}
+
+export async function directReadNotOvertakenByLaterWrite(t: VmContext): Promise<void> {
+  const under = partition(t, t.disks[0]!, 128);
+  const tool = join(t.tmp, 'race-io');
+  t.run(['gcc', '-O1', '-pthread', '-o', tool, join(t.repo, 'test/kernel/vm/race-io.c')]);
+  withDelayDevice(t, 'dbdslow', under, (dev) => {
+    t.mkfs('ext4', dev, ['-b', '4096']);
+    const mnt = t.mount(dev);
+    writeFileSync(join(mnt, 'described'), describedFile(64, 1));
+    t.sh('sync');
+    const map = fileBlockMap(t, `${mnt}/described`);
+    t.loadModule();
+    t.ioctl.setup(0, dev, `${mnt}/.datto`, 16);
+    const x = map[0]!;
+    // reads take 5 s, writes none: write 1 is held while the original of x
+    // is read (0-5 s); the snapshot read of x (from 1.5 s) goes straight to
+    // the origin and completes at 6.5 s; write 2 comes at 5.8 s, when x is
+    // saved but that read is still in flight: it must wait for the read
+    setDelay(t, 'dbdslow', delayTable(t, under, 5000, 0));
+    const out = join(t.tmp, 'read.bin');
+    const r = t.run([tool, dev, '/dev/datto0', String(x), '1500', '5800', out], { timeoutMs: 60_000 });
+    setDelay(t, 'dbdslow', delayTable(t, under, 0, 0));
+    t.log(r.stdout.trim());
+    const got = readFileSync(out);
+    const tag = got.subarray(0, 8).toString('latin1');
+    assert.ok(
+      got.equals(describedBlock(0, 1)),
+      `the snapshot read of block ${x} returned ${tag === 'AAAAAAAA' ? 'write 1' : tag === 'BBBBBBBB' ? 'write 2' : `"${tag}"`}, not the data of the snapshot instant`,
+    );
+    // and the snapshot still reads the original there, the origin write 2
+    const snap = Buffer.alloc(BLOCK);
+    const fd = openSync('/dev/datto0', 'r');
+    readSync(fd, snap, 0, BLOCK, x * BLOCK);
+    closeSync(fd);
+    assert.ok(snap.equals(describedBlock(0, 1)), 'the snapshot lost the original of the raced block');
+    assert.equal(t.ioctl.info(0).error, 0);
+  });
+}
+
+export async function umountSavesQueuedCowData(t: VmContext): Promise<void> {
+  const under = partition(t, t.disks[0]!, 256);
+  withDelayDevice(t, 'dbdslowc', under, (dev) => {
+    t.mkfs('ext4', dev, ['-b', '4096', '-E', 'lazy_itable_init=0,lazy_journal_init=0']);
+    const mnt = t.mount(dev);
+    const blocks = 8192; // 32 MiB
+    writeFileSync(join(mnt, 'described'), describedFile(blocks, 1));
+    t.sh('sync');
+    const map = fileBlockMap(t, `${mnt}/described`);
+    assert.equal(map.length, blocks);
+    t.loadModule();
+    t.ioctl.setup(0, dev, `${mnt}/.datto`, 100);
+    // slow writes: the COW thread's appends fall behind the overwrites,
+    // so data is still queued in memory when the unmount comes
+    setDelay(t, 'dbdslowc', delayTable(t, under, 0, 20));
+    t.sh(`dd if=/dev/urandom of=${mnt}/described bs=1M count=32 conv=notrunc oflag=direct status=none && umount ${mnt}`, {
+      timeoutMs: 120_000,
+    });
+    assert.equal(t.ioctl.info(0).state, 1, 'umount must make the snapshot dormant');
+    setDelay(t, 'dbdslowc', delayTable(t, under, 0, 0));
+    // a reboot, as far as the module knows: unload, load, reload, mount
+    t.unloadModule();
+    t.loadModule();
+    t.ioctl.reloadSnap(0, dev, '/.datto');
+    t.mount(dev, { dir: mnt });
+    const info = t.ioctl.info(0);
+    assert.equal(info.error, 0, `activation failed: ${info.error}`);
+    assert.equal(info.state, 3);
+    const bad = snapshotBadBlocks(map, 1);
+    assert.deepEqual(bad.slice(0, 20), [], `${bad.length} of ${blocks} file blocks read new data from the reloaded snapshot`);
+    t.ioctl.destroy(0);
+  });
+}
+
+export async function replacedCowFileIsNotMarkedInUse(t: VmContext): Promise<void> {
+  const part = partition(t, t.disks[0]!, 96);
+  t.mkfs('ext4', part, ['-b', '4096']);
+  const mnt = t.mount(part);
+  t.loadModule();
+  t.ioctl.setup(0, part, `${mnt}/.datto`, 16);
+  const uuid = t.ioctl.info(0).uuid;
+  const header = fileBlockMap(t, `${mnt}/.datto`)[0]!;
+  umountExplained(t, mnt);
+  assert.equal(t.ioctl.info(0).state, 1);
+  // while unmounted, the file becomes another clean COW file (other uuid)
+  const fd = openSync(part, 'r+');
+  const b = Buffer.alloc(BLOCK);
+  readSync(fd, b, 0, BLOCK, header * BLOCK);
+  assert.equal(b.readUInt32LE(4) & 1, 1, 'the dormant COW file must be CLEAN');
+  b.fill(0x5a, 32, 48);
+  writeSync(fd, b, 0, BLOCK, header * BLOCK);
+  fsyncSync(fd);
+  closeSync(fd);
+  t.mount(part, { dir: mnt });
+  const info = t.ioctl.info(0);
+  assert.equal(info.error, -22, `a replaced COW file must fail the device with EINVAL (error ${info.error}, state ${info.state})`);
+  assert.equal(info.uuid, uuid);
+  const after = readCowHeader(`${mnt}/.datto`);
+  assert.equal(after.uuid, '5a'.repeat(16), 'the other file must be left as it was');
+  assert.equal(after.flags & 1, 1, 'the other COW file must stay CLEAN (it was marked in use before the uuid check)');
+  t.ioctl.destroy(0);
+}
+
+export async function writesWhileDormantAreNotThrottledForever(t: VmContext): Promise<void> {
+  const part = partition(t, t.disks[0]!, 400);
+  t.mkfs('ext4', part, ['-b', '4096', '-E', 'lazy_itable_init=0,lazy_journal_init=0']);
+  const mnt = t.mount(part);
+  const blocks = 24576; // 96 MiB: more than the 64 MiB a snapshot keeps in memory before it throttles
+  writeFileSync(join(mnt, 'described'), describedFile(blocks, 1));
+  t.sh('sync');
+  const map = fileBlockMap(t, `${mnt}/described`);
+  t.loadModule();
+  t.ioctl.setup(0, part, `${mnt}/.datto`, 160);
+  umountExplained(t, mnt);
+  assert.equal(t.ioctl.info(0).state, 1);
+  // a user task overwrites the unmounted origin: every original waits in
+  // memory (the COW file is closed), and no amount of waiting drains it
+  const runs: Array<[number, number]> = [];
+  for (let i = 0; i < blocks; i++) {
+    const last = runs[runs.length - 1];
+    if (last && last[0] + last[1] === map[i]) last[1]++;
+    else runs.push([map[i]!, 1]);
+  }
+  const script = runs.map(([first, n]) => `dd if=/dev/zero of=${part} bs=4k seek=${first} count=${n} oflag=direct conv=notrunc status=none`).join(' && ');
+  const w = t.sh(`timeout -s KILL 90 sh -c '${script}'`, { allowFail: true, timeoutMs: 120_000 });
+  assert.equal(w.code, 0, `writes to a dormant device's origin must not block (exit ${w.code}, ${w.ms} ms)`);
+  // the originals come out of memory into the COW file once it is back
+  t.mount(part, { dir: mnt });
+  const info = t.ioctl.info(0);
+  assert.equal(info.error, 0, `activation failed: ${info.error}`);
+  assert.equal(info.state, 3);
+  const bad = snapshotBadBlocks(map, 7);
+  assert.deepEqual(bad.slice(0, 20), [], `${bad.length} sampled file blocks lost their snapshot data`);
+  t.ioctl.destroy(0);
+}
+
+/** Reload of clean COW files whose header does not fit: refused, the file untouched, the volume intact. */
+export async function reloadRefusesHeadersThatDoNotFit(t: VmContext): Promise<void> {
+  const part = partition(t, t.disks[0]!, 96);
+  t.mkfs('ext4', part, ['-b', '4096']);
+  let mnt = t.mount(part);
+  writeFileSync(join(mnt, 'described'), describedFile(1024, 1));
+  t.sh('sync');
+  t.loadModule();
+  t.ioctl.setup(0, part, `${mnt}/.datto`, 16);
+  t.sh(`dd if=/dev/urandom of=${mnt}/described bs=4k count=64 conv=notrunc status=none && sync`);
+  umountExplained(t, mnt);
+  t.ioctl.destroy(0);
+  mnt = t.mount(part, { dir: mnt });
+  const good = readFileSync(`${mnt}/.datto`);
+  assert.equal(readCowHeader(`${mnt}/.datto`).flags & 1, 1, 'the COW file must be CLEAN');
+  const fileSize = good.length;
+  // field offset, value, what it breaks
+  const crafted: Array<[number, bigint, string]> = [
+    [8, 1n, 'fpos inside the index: appends would overwrite it'],
+    [8, 0n, 'fpos 0: appends would overwrite the header'],
+    [8, 1n << 52n, 'fpos * 4096 wraps 2^64: appends at a small offset'],
+    [16, 4096n, 'fsize below fpos'],
+  ];
+  for (const [off, value, what] of crafted) {
+    const b = Buffer.from(good);
+    b.writeBigUInt64LE(value, off);
+    writeFileSync(`${mnt}/.datto`, b);
+    t.sh('sync');
+    umountExplained(t, mnt);
+    t.ioctl.reloadSnap(0, part, '/.datto');
+    t.mount(part, { dir: mnt });
+    const info = t.ioctl.info(0);
+    assert.equal(info.state, 5, `${what}: the device must stay unverified (state ${info.state})`);
+    assert.equal(info.error, -22, `${what}: error ${info.error}, want EINVAL`);
+    const after = readFileSync(`${mnt}/.datto`);
+    assert.ok(after.equals(b), `${what}: a refused COW file must be left as it was`);
+    assert.equal(after.length, fileSize);
+    t.ioctl.destroy(0);
+  }
+  // the volume itself was never written through the refused files
+  const intact = t.run(['sh', '-c', `umount ${mnt} && e2fsck -fn ${part}`], { allowFail: true });
+  assert.equal(intact.code, 0, `e2fsck after the refused reloads: ${intact.stdout.slice(-400)}`);
+}
+
+/** /dev/datto0 must not exist (nor be read and cached) before the snapshot instant: only after the freeze. */
+export async function snapshotDeviceAppearsAfterTheInstant(t: VmContext): Promise<void> {
+  const under = partition(t, t.disks[0]!, 128);
+  withDelayDevice(t, 'dbdslowf', under, (dev) => {
+    t.mkfs('ext4', dev, ['-b', '4096']);
+    const mnt = t.mount(dev);
+    t.loadModule();
+    // dirty data and slow writes: the setup's freeze takes seconds
+    t.sh(`dd if=/dev/urandom of=${mnt}/dirty bs=1M count=8 status=none`);
+    setDelay(t, 'dbdslowf', delayTable(t, under, 0, 3000));
+    const d = t.tmp;
+    const r = t.sh(
+      // files appear whole (mv): the loop must never read a half-written one
+      `s=$(date +%s.%N); ( ${t.config.ioctlTool} setup 0 ${dev} ${mnt}/.datto 16; echo $? > ${d}/rc; date +%s.%N > ${d}/done.t; mv ${d}/done.t ${d}/done ) &
+while [ ! -e ${d}/done ]; do if [ -b /dev/datto0 ] && [ ! -e ${d}/seen ]; then date +%s.%N > ${d}/seen.t; mv ${d}/seen.t ${d}/seen; fi; sleep 0.1; done
+echo "$s $(cat ${d}/seen 2>/dev/null || echo 0) $(cat ${d}/done) $(cat ${d}/rc)"`,
+      { timeoutMs: 180_000 },
+    );
+    setDelay(t, 'dbdslowf', delayTable(t, under, 0, 0));
+    const [start, seen, done, rc] = r.stdout.trim().split(/\s+/).map(Number) as [number, number, number, number];
+    t.log(`setup began ${start}, /dev/datto0 seen ${seen}, setup returned ${done}`);
+    assert.equal(rc, 0, 'setup failed');
+    assert.ok(done - start > 6, `the freeze was not slow (${(done - start).toFixed(1)} s): the test proves nothing`);
+    assert.ok(seen > 0, '/dev/datto0 never seen');
+    assert.ok(
+      done - seen < (done - start) / 2,
+      `/dev/datto0 existed ${(done - seen).toFixed(1)} s before setup returned (setup took ${(done - start).toFixed(1)} s): readable before the snapshot instant`,
+    );
+    assert.equal(t.ioctl.info(0).state, 3);
+  });
+}
+
