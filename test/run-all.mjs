@@ -14,6 +14,13 @@ const out = mkdtempSync(join(tmpdir(), 'dbd-test-'));
 let passed = 0;
 let failed = 0;
 let skipped = 0;
+const phases = [];
+let phaseStart = Date.now();
+function phaseDone(name) {
+  const now = Date.now();
+  phases.push(`${name} ${((now - phaseStart) / 1000).toFixed(0)} s`);
+  phaseStart = now;
+}
 
 function run(cmd, args) {
   const r = spawnSync(cmd, args, { stdio: 'inherit' });
@@ -27,6 +34,7 @@ else {
   console.log('typecheck FAILED');
   failed++;
 }
+phaseDone('typecheck');
 
 // 2. fast suite
 console.log('== fast suite (vitest)');
@@ -45,6 +53,7 @@ if (existsSync(vitestJson)) {
   console.log('vitest produced no report');
   failed++;
 }
+phaseDone('fast suite');
 
 // 3. VM suite
 if (process.env.DBD_SKIP_VM === '1') {
@@ -64,8 +73,10 @@ if (process.env.DBD_SKIP_VM === '1') {
     console.log('VM suite produced no report');
     failed++;
   }
+  phaseDone('VM suite');
 }
 
 console.log('');
+console.log(`npm test time: ${phases.join(', ')}`);
 console.log(`${passed} passed, ${failed} failed, ${skipped} skipped`);
 process.exitCode = failed === 0 && passed > 0 ? 0 : 1;

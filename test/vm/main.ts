@@ -17,6 +17,7 @@ import { HarnessError, prepareKernels, selectedKernelNames, type KernelInfo } fr
 import { formatProblems, scanKernelLog } from './lib/logscan.js';
 import { REPO, vmDir } from './lib/paths.js';
 import { bootGuest, parseSize, type BootResult } from './lib/qemu.js';
+import { CaseQueue, expectedSeconds, loadCaseTimes, queueOrder, saveCaseTimes } from './lib/schedule.js';
 import { discoverTests, filterTests, type TestFile } from './lib/suite.js';
 
 interface Result {
@@ -57,6 +58,9 @@ function argValue(flag: string): string | undefined {
 }
 
 const results: Result[] = [];
+const caseTimes = loadCaseTimes();
+/** the selected VM tests (every guest's bundle holds them all) */
+let jobTests: TestFile[] = [];
 const bootTimes: Array<{ kernel: string; kver: string; boot: string; seconds: number } & BootResult['marks']> = [];
 const log = (s: string): void => console.log(s);
 
@@ -139,21 +143,40 @@ function progressPrinter(kernel: string): (chunk: string) => void {
   };
 }
 
-/** Boot one kernel with a set of tests; returns per-case results plus boot checks. */
+interface BootRun {
+  label: string;
+  cases: CaseResult[];
+  boot: BootResult;
+  kernelLog: string;
+  bootError: string | null;
+  /** this boot ran the harness self-test last */
+  selftest: boolean;
+}
+
+/**
+ * Boot one kernel: the guest claims cases from the kernel's queue (if any),
+ * then runs `tests`; returns its results plus boot checks.
+ */
 async function runSuite(
   kb: KernelBuild,
   label: string,
   tests: TestFile[],
   tool: string | null,
-): Promise<{ cases: CaseResult[]; boot: BootResult; kernelLog: string; bootError: string | null }> {
+  shared: { queue: CaseQueue; files: TestFile[] } | null,
+): Promise<BootRun> {
+  const queue = shared?.queue ?? null;
   const runDir = newRunDir(kb.kernel, label);
   const cfgPath = join(runDir, 'config.json');
-  writeFileSync(cfgPath, JSON.stringify(guestConfig(kb, runDir, tests, tool), null, 2));
-  const bundle = env.DBD_VM_TSX === '1' ? null : await bundleGuest(tests, `${kb.kernel.name}-${label}`);
+  const boot = `${kb.kernel.name}/${label}`;
+  const cfg = guestConfig(kb, runDir, tests, tool);
+  if (queue) cfg.queue = { dir: '/run/dbd-queue', boot, cases: [...queue.cases] };
+  writeFileSync(cfgPath, JSON.stringify(cfg, null, 2));
+  const files = shared ? shared.files : tests;
+  const bundle = env.DBD_VM_TSX === '1' ? null : await bundleGuest(withSelftestFile(files, tests), `${kb.kernel.name}-${label}`);
   writeFileSync(join(runDir, 'guest.sh'), runnerScript(cfgPath, bundle), { mode: 0o755 });
-  const nCases = tests.reduce((a, t) => a + t.cases.length, 0);
+  const nCases = tests.reduce((a, t) => a + t.cases.length, 0) + (queue?.cases.length ?? 0);
   const timeoutMs = (opts.timeoutS ?? 120 + 90 * nCases) * 1000;
-  const boot = await bootGuest({
+  const res = await bootGuest({
     kernel: kb.kernel,
     initramfs: kb.initramfs,
     runDir,
@@ -165,17 +188,14 @@ async function runSuite(
     loglevel: opts.loglevel,
     extraCmdline: opts.cmdline,
     ...(kb.image ? { kernelImage: kb.image } : {}),
+    ...(queue ? { queueDir: queue.dir } : {}),
     // boot + node start, then each case must begin or end within the case timeout
     idle: { ms: (opts.caseTimeoutS + 60) * 1000, progress: /dbd-vm: (init:|runner started|BEGIN |PASSED |FAILED |SKIPPED )/ },
-    onSerial: opts.verbose ? (s) => process.stdout.write(s) : progressPrinter(kb.kernel.name),
-    onRetry: (m) => log(`boot [${kb.kernel.name}] ${label}: ${m}`),
+    onSerial: opts.verbose ? (x) => process.stdout.write(x) : progressPrinter(boot),
+    onRetry: (m) => log(`boot [${boot}]: ${m}`),
   });
-  bootTimes.push({ kernel: kb.kernel.name, kver: kb.kernel.kver, boot: label, seconds: boot.seconds, ...boot.marks });
+  bootTimes.push({ kernel: kb.kernel.name, kver: kb.kernel.kver, boot: label, seconds: res.seconds, ...res.marks });
   const f = (x: number | null): string => (x === null ? '-' : `${x.toFixed(1)} s`);
-  log(
-    `boot [${kb.kernel.name}] ${label}: ${boot.seconds.toFixed(1)} s QEMU start to power-off ` +
-      `(console ${f(boot.marks.firstOutput)}, init ready ${f(boot.marks.initReady)}, tests done ${f(boot.marks.payloadDone)}), payload exit ${boot.exitCode ?? 'none'}`,
-  );
   const resFile = join(runDir, 'results.jsonl');
   const cases: CaseResult[] = existsSync(resFile)
     ? readFileSync(resFile, 'utf8')
@@ -183,27 +203,35 @@ async function runSuite(
         .filter(Boolean)
         .map((l) => JSON.parse(l) as CaseResult)
     : [];
+  log(
+    `boot [${boot}]: ${res.seconds.toFixed(1)} s QEMU start to power-off ` +
+      `(console ${f(res.marks.firstOutput)}, init ready ${f(res.marks.initReady)}, tests done ${f(res.marks.payloadDone)}), ` +
+      `${cases.length} cases, payload exit ${res.exitCode ?? 'none'}`,
+  );
   if (bundle) for (const c of cases) if (c.error) c.error = remapStack(c.error, bundle);
   // the full dmesg, or the serial console if the guest died before writing it
-  const kernelLog = boot.dmesg || boot.serial;
+  const kernelLog = res.dmesg || res.serial;
   let bootError: string | null = null;
-  if (boot.timedOut) bootError = `guest killed by the host-side timeout: ${boot.timeoutReason ?? ''} (DBD_VM_TIMEOUT, DBD_VM_CASE_TIMEOUT)`;
-  else if (boot.exitCode === null) bootError = `guest ended without reporting the payload's exit status (QEMU exit ${boot.qemuExit})`;
-  else if (boot.exitCode >= 250) bootError = `guest setup failed (exit ${boot.exitCode})`;
-  else if (!boot.dmesg) bootError = 'guest did not write its dmesg';
+  if (res.timedOut) bootError = `guest killed by the host-side timeout: ${res.timeoutReason ?? ''} (DBD_VM_TIMEOUT, DBD_VM_CASE_TIMEOUT)`;
+  else if (res.exitCode === null) bootError = `guest ended without reporting the payload's exit status (QEMU exit ${res.qemuExit})`;
+  else if (res.exitCode >= 250) bootError = `guest setup failed (exit ${res.exitCode})`;
+  else if (!res.dmesg) bootError = 'guest did not write its dmesg';
   else {
-    const expected = tests.reduce((a, t) => a + t.cases.length, 0);
-    if (cases.length < expected) {
-      bootError = `the guest runner ended (exit ${boot.exitCode}) after reporting ${cases.length} of ${expected} cases`;
+    const got = new Set(cases.map((c) => `${c.file}:${c.name}`));
+    const expected = [...tests.flatMap((t) => t.cases.map((name) => ({ file: t.file, name }))), ...(queue?.claimedBy(boot) ?? [])];
+    const missing = expected.filter((c) => !got.has(`${c.file}:${c.name}`));
+    if (missing.length) {
+      bootError = `the guest runner ended (exit ${res.exitCode}) without results for ${missing.length} of its ${expected.length} cases`;
     }
   }
   if (bootError) {
-    const tailSerial = boot.serial.trimEnd().split('\n').slice(-40).join('\n');
+    const tailSerial = res.serial.trimEnd().split('\n').slice(-40).join('\n');
     bootError += `\nlast serial console lines (${join(runDir, 'serial.log')}):\n${tailSerial}`;
   }
-  if (bundle) for (const f of [bundle, `${bundle}.map`]) rmSync(f, { force: true });
-  reportDiffStats(kb.kernel.name, runDir);
-  const expectedFailures = new Set(tests.filter((t) => t.file === SELFTEST.file).flatMap((t) => t.cases));
+  if (bundle) for (const x of [bundle, `${bundle}.map`]) rmSync(x, { force: true });
+  reportDiffStats(boot, runDir);
+  const selftest = tests.some((t) => t.file === SELFTEST.file);
+  const expectedFailures = new Set(selftest ? SELFTEST.cases : []);
   const unexpected = cases.some((c) => c.status === 'failed' && !(c.file === SELFTEST.file && expectedFailures.has(c.name)));
   // (declared known failures keep the run directory too: unexpected is true for them)
   if (!opts.keep && !bootError && !unexpected && !scanKernelLog(splitAtSelfTest(kernelLog)[0]).length) {
@@ -212,7 +240,14 @@ async function runSuite(
     opts.disks.forEach((_, i) => rmSync(join(runDir, `disk${i}.img`), { force: true }));
     log(`  run directory kept: ${runDir}`);
   }
-  return { cases, boot, kernelLog, bootError };
+  return { label, cases, boot: res, kernelLog, bootError, selftest };
+}
+
+/** The test files a bundle must hold: every file of `files`, plus the fixed tests' files. */
+function withSelftestFile(files: readonly TestFile[], tests: readonly TestFile[]): TestFile[] {
+  const out = [...files];
+  for (const t of tests) if (!out.some((x) => x.file === t.file)) out.push(t);
+  return out;
 }
 
 /** Totals of the differential model cases (diff-stats-*.json written by the guest), per kernel. */
@@ -261,69 +296,140 @@ function caseError(c: CaseResult): string {
   return s;
 }
 
-async function kernelRun(kb: KernelBuild, tests: TestFile[], tool: string | null): Promise<void> {
-  const k = kb.kernel.name;
-  const t0 = Date.now();
-  const selfName = 'harness self-test: WARN_ON module is reported with its dmesg excerpt';
-  const withSelf = opts.selftest && kb.broken.ok;
-  const { cases, kernelLog, bootError, boot } = await runSuite(kb, 'suite', withSelf ? [...tests, SELFTEST] : tests, tool);
-  const got = new Map(cases.map((c) => [`${c.file}:${c.name}`, c]));
-  for (const t of tests) {
-    for (const name of t.cases) {
-      const c = got.get(`${t.file}:${name}`);
-      if (!c) {
-        const running = boot.serial.includes(`dbd-vm: BEGIN ${t.file} ${name}\n`) || boot.serial.includes(`dbd-vm: BEGIN ${t.file} ${name}\r`);
-        const why = running
-          ? `the guest died or was killed while this case ran: ${bootError?.split('\n')[0] ?? 'no result'}`
-          : `not run: ${bootError ? 'the guest failed or was killed before this case' : 'no result from the guest'}`;
-        record({ kernel: k, name: `${t.file}:${name}`, status: 'failed', ms: 0, error: why });
-      } else {
-        const r: Result = { kernel: k, name: `${t.file}:${name}`, status: c.status, ms: c.ms };
-        if (c.status !== 'passed') r.error = caseError(c);
-        const reason = t.known?.[name];
-        if (reason !== undefined && c.status === 'failed') {
-          r.status = 'skipped';
-          r.known = 'xfail';
-          r.error = `known failure: ${reason}\n${r.error ?? ''}`;
-        } else if (reason !== undefined && c.status === 'passed') {
-          r.known = 'xpass';
-          r.error = `declared as a known failure (${reason}) but passed: remove it from knownFailures once it passes reliably`;
-          log(`    ${r.error}`);
-        }
-        record(r);
-      }
+/** One kernel's share of the run: its build, its queue of cases and its boots. */
+interface KernelJob {
+  kernel: KernelInfo;
+  built: Promise<KernelBuild>;
+  kb: KernelBuild | null;
+  queue: CaseQueue;
+  boots: BootRun[];
+  active: number;
+  seq: number;
+  /** boots that ended with a boot error (a hung or dead guest) */
+  deaths: number;
+  /** the self-test still has to run (last in one of this kernel's boots) */
+  selftestPending: boolean;
+  selftestRunning: boolean;
+  buildError: string | null;
+}
+
+const MAX_DEATHS = 2;
+const maxBootsPerKernel = Math.max(1, num(env.DBD_VM_BOOTS_PER_KERNEL, 2));
+/** a further guest of a kernel starts only for at least this much expected work (s) */
+const MIN_SHARE_S = 120;
+
+function wantsBoot(j: KernelJob): boolean {
+  if (!j.kb || j.deaths > MAX_DEATHS || j.active >= maxBootsPerKernel) return false;
+  const left = j.queue.unclaimed();
+  if (j.active === 0) return left.length > 0 || (j.selftestPending && !j.selftestRunning);
+  const seconds = left.reduce((a, c) => a + expectedSeconds(caseTimes, c), 0);
+  return seconds >= MIN_SHARE_S;
+}
+
+/** The next boot for a free lane (fewest running guests first; counted as running), waiting for builds; null: nothing left. */
+async function nextJob(jobs: KernelJob[]): Promise<KernelJob | null> {
+  for (;;) {
+    const ready = jobs.filter(wantsBoot).sort((a, b) => a.active - b.active);
+    const j = ready[0];
+    if (j) {
+      // taken here, synchronously: the other lanes choose right after this one
+      j.active++;
+      return j;
+    }
+    const building = jobs.filter((x) => !x.kb && x.buildError === null);
+    if (!building.length) return null;
+    await Promise.race(building.map((x) => x.built.catch(() => undefined)));
+  }
+}
+
+async function lane(jobs: KernelJob[], tool: string | null): Promise<void> {
+  for (;;) {
+    const j = await nextJob(jobs);
+    if (!j?.kb) return;
+    const selftest = opts.selftest && j.kb.broken.ok && j.selftestPending && !j.selftestRunning;
+    if (selftest) j.selftestRunning = true;
+    const label = `boot${++j.seq}`;
+    try {
+      const run = await runSuite(j.kb, label, selftest ? [SELFTEST] : [], tool, { queue: j.queue, files: jobTests });
+      j.boots.push(run);
+      if (run.bootError) j.deaths++;
+      if (selftest && run.cases.some((c) => c.file === SELFTEST.file)) j.selftestPending = false;
+    } finally {
+      j.active--;
+      if (selftest) j.selftestRunning = false;
     }
   }
-  const [suiteLog, selfLog] = splitAtSelfTest(kernelLog);
-  const problems = scanKernelLog(suiteLog);
-  const clean: Result = { kernel: k, name: 'guest boot and kernel log clean', status: 'passed', ms: Date.now() - t0 };
-  const errs: string[] = [];
-  if (bootError) errs.push(bootError);
-  if (problems.length) errs.push(`kernel log problems in the guest's dmesg:\n${formatProblems(problems)}`);
-  if (errs.length) {
-    clean.status = 'failed';
-    clean.error = errs.join('\n');
+}
+
+/** Per-kernel results, once all its boots have ended. */
+function reportKernel(j: KernelJob, tests: TestFile[]): void {
+  const k = j.kernel.name;
+  const got = new Map<string, CaseResult>();
+  for (const b of j.boots) for (const c of b.cases) got.set(`${c.file}:${c.name}`, c);
+  const claims = j.queue.claims();
+  const claimOf = new Map(j.queue.cases.map((c, i) => [`${c.file}:${c.name}`, claims.get(i)]));
+  const bootOf = new Map(j.boots.map((b) => [`${k}/${b.label}`, b]));
+  for (const t of tests) {
+    for (const name of t.cases) {
+      const key = `${t.file}:${name}`;
+      const c = got.get(key);
+      if (!c) {
+        const by = claimOf.get(key);
+        const b = by ? bootOf.get(by) : undefined;
+        const why = by !== undefined
+          ? `the guest (${by || 'unknown boot'}) died or was killed while this case ran: ${b?.bootError?.split('\n')[0] ?? 'no result'}`
+          : `not run: ${j.boots.length ? `every guest of this kernel failed or was killed before this case (${j.deaths} boot errors)` : 'no guest was booted'}`;
+        record({ kernel: k, name: key, status: 'failed', ms: 0, error: why });
+        continue;
+      }
+      const r: Result = { kernel: k, name: key, status: c.status, ms: c.ms };
+      if (c.status !== 'passed') r.error = caseError(c);
+      const reason = t.known?.[name];
+      if (reason !== undefined && c.status === 'failed') {
+        r.status = 'skipped';
+        r.known = 'xfail';
+        r.error = `known failure: ${reason}\n${r.error ?? ''}`;
+      } else if (reason !== undefined && c.status === 'passed') {
+        r.known = 'xpass';
+        r.error = `declared as a known failure (${reason}) but passed: remove it from knownFailures once it passes reliably`;
+        log(`    ${r.error}`);
+      }
+      record(r);
+    }
   }
+  const errs: string[] = [];
+  for (const b of j.boots) {
+    const suiteLog = b.selftest ? splitAtSelfTest(b.kernelLog)[0] : b.kernelLog;
+    const problems = scanKernelLog(suiteLog);
+    if (b.bootError) errs.push(`${b.label}: ${b.bootError}`);
+    if (problems.length) errs.push(`${b.label}: kernel log problems in the guest's dmesg:\n${formatProblems(problems)}`);
+  }
+  if (!j.boots.length) errs.push('no guest of this kernel was booted');
+  const bootMs = j.boots.reduce((a, b) => a + b.boot.seconds * 1000, 0);
+  const clean: Result = { kernel: k, name: 'guest boots and kernel logs clean', status: errs.length ? 'failed' : 'passed', ms: bootMs };
+  if (errs.length) clean.error = errs.join('\n');
   record(clean);
 
+  const selfName = 'harness self-test: WARN_ON module is reported with its dmesg excerpt';
   if (!opts.selftest) {
     record({ kernel: k, name: selfName, status: 'skipped', ms: 0, error: 'DBD_VM_SELFTEST=0' });
     return;
   }
-  if (!kb.broken.ok) {
-    record({ kernel: k, name: selfName, status: 'failed', ms: 0, error: `broken-module fixture did not build:\n${kb.broken.output}` });
+  if (!j.kb?.broken.ok) {
+    record({ kernel: k, name: selfName, status: 'failed', ms: 0, error: `broken-module fixture did not build:\n${j.kb?.broken.output ?? ''}` });
     return;
   }
   // passes exactly when the harness reports the broken module's WARNING
-  const c = got.get(`${SELFTEST.file}:loadBrokenModule`);
+  const sb = j.boots.find((b) => b.selftest && b.cases.some((c) => c.file === SELFTEST.file));
+  const c = sb?.cases.find((x) => x.file === SELFTEST.file && x.name === 'loadBrokenModule');
   const why: string[] = [];
-  if (!c) why.push(`no result for the self-test case${bootError ? ' (the guest failed before it)' : ''}`);
+  if (!c) why.push(`no result for the self-test case${j.deaths ? ' (the guests failed before it)' : ''}`);
   else {
     if (c.status !== 'failed') why.push(`the case was reported ${c.status}, expected failed`);
     if (!/WARNING/.test(c.error ?? '') || !/broken/.test(c.error ?? '')) {
       why.push(`the case error lacks the WARNING excerpt naming the module:\n${c.error ?? '(none)'}`);
     }
-    if (!scanKernelLog(selfLog).some((p) => p.kind === 'WARNING')) why.push('the full-dmesg scan found no WARNING after the self-test began');
+    if (!scanKernelLog(splitAtSelfTest(sb?.kernelLog ?? '')[1]).some((p) => p.kind === 'WARNING')) why.push('the full-dmesg scan found no WARNING after the self-test began');
   }
   if (why.length) record({ kernel: k, name: selfName, status: 'failed', ms: c?.ms ?? 0, error: why.join('\n') });
   else {
@@ -364,17 +470,6 @@ async function shellMode(kb: KernelBuild, tool: string | null, cmd: string): Pro
   const problems = scanKernelLog(boot.dmesg || boot.serial);
   if (problems.length) log(`kernel log problems:\n${formatProblems(problems)}`);
   return boot.exitCode ?? 1;
-}
-
-async function pool<T>(items: readonly T[], n: number, fn: (x: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const workers = Array.from({ length: Math.min(n, items.length) }, async () => {
-    while (next < items.length) {
-      const item = items[next++] as T;
-      await fn(item);
-    }
-  });
-  await Promise.all(workers);
 }
 
 function writeJson(extra: Record<string, unknown> = {}): void {
@@ -438,26 +533,66 @@ async function main(): Promise<void> {
 
   const all = await discoverTests(env.DBD_VM_TEST_DIR ? resolve(env.DBD_VM_TEST_DIR) : undefined);
   const tests = filterTests(all, env.DBD_VM_TESTS);
+  jobTests = tests;
   if (!tests.length) {
     record({ kernel: 'host', name: 'select VM tests', status: 'failed', ms: 0, error: `no VM test matches DBD_VM_TESTS=${env.DBD_VM_TESTS ?? ''}` });
   }
+  const order = queueOrder(tests, caseTimes);
   let chain: Promise<unknown> = Promise.resolve();
-  const built = kernels.map((k) => {
-    const p = chain.then(() => buildKernel(k));
-    chain = p.catch(() => undefined);
-    return p;
+  const jobs: KernelJob[] = kernels.map((k) => {
+    const built = chain.then(() => buildKernel(k));
+    chain = built.catch(() => undefined);
+    const queueDir = join(vmDir(), 'runs', `${k.name}-queue-${process.pid}`);
+    rmSync(queueDir, { recursive: true, force: true });
+    const j: KernelJob = {
+      kernel: k, built, kb: null, queue: new CaseQueue(queueDir, order), boots: [], active: 0, seq: 0, deaths: 0,
+      selftestPending: opts.selftest, selftestRunning: false, buildError: null,
+    };
+    built.then(
+      (kb) => (j.kb = kb),
+      (e: unknown) => {
+        j.buildError = e instanceof Error ? e.message : String(e);
+        record({ kernel: k.name, name: 'prepare the kernel (build, initramfs)', status: 'failed', ms: 0, error: j.buildError });
+      },
+    );
+    return j;
   });
-  const jobs: Array<() => Promise<void>> = [];
-  kernels.forEach((_, i) => {
-    jobs.push(async () => {
-      const kb = await (built[i] as Promise<KernelBuild>);
-      if (tests.length || opts.selftest) await kernelRun(kb, tests, tool.ko);
-    });
-  });
-  await pool(jobs, opts.jobs, (j) => j());
-  log(`\nboot times: ${bootTimes.map((b) => `${b.kernel}/${b.boot} ${b.seconds.toFixed(1)} s`).join(', ')}`);
-  log(`VM suite wall time: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-  writeJson({ seconds: (Date.now() - t0) / 1000 });
+  await Promise.all(Array.from({ length: opts.jobs }, () => lane(jobs, tool.ko)));
+  for (const j of jobs) {
+    reportKernel(j, tests);
+    rmSync(j.queue.dir, { recursive: true, force: true });
+  }
+  const wall = (Date.now() - t0) / 1000;
+  printTimes(jobs, tests, wall);
+  writeJson({ seconds: wall });
+}
+
+/** Where the time went: per kernel (build, boots, cases) and per case. */
+function printTimes(jobs: KernelJob[], tests: TestFile[], wall: number): void {
+  const secs = (ms: number): string => (ms / 1000).toFixed(0).padStart(5);
+  log('\nwhere the time went (seconds):');
+  for (const j of jobs) {
+    const build = results.find((r) => r.kernel === j.kernel.name && r.name.startsWith('build kernel/'));
+    const caseMs = results.filter((r) => r.kernel === j.kernel.name && r.name.includes('.vm.ts:')).reduce((a, r) => a + r.ms, 0);
+    const boots = j.boots.map((b) => `${b.label} ${b.boot.seconds.toFixed(0)} (${b.cases.length} cases)`).join(', ');
+    log(`  ${j.kernel.name}: build ${((build?.ms ?? 0) / 1000).toFixed(0)}, cases ${(caseMs / 1000).toFixed(0)}, boots: ${boots || 'none'}`);
+  }
+  const names = jobs.map((j) => j.kernel.name);
+  const rows = tests.flatMap((t) => t.cases.map((c) => `${t.file}:${c}`));
+  const ms = (k: string, n: string): number | null => results.find((r) => r.kernel === k && r.name === n)?.ms ?? null;
+  const measured: Array<{ name: string; seconds: number }> = [];
+  const table = rows.map((n) => {
+    const per = names.map((k) => ms(k, n));
+    for (const x of per) if (x !== null && x > 0) measured.push({ name: n, seconds: x / 1000 });
+    return { n, per, total: per.reduce<number>((a, x) => a + (x ?? 0), 0) };
+  }).sort((a, b) => b.total - a.total);
+  log(`  per case, longest first: ${names.map((k) => k.padStart(8)).join('')}   total`);
+  for (const r of table) {
+    log(`    ${r.per.map((x) => (x === null ? '    -' : secs(x)).padStart(8)).join('')} ${secs(r.total)}  ${r.n.replace(/^test\/vm\//, '')}`);
+  }
+  const busy = jobs.reduce((a, j) => a + j.boots.reduce((b, x) => b + x.boot.seconds, 0), 0);
+  log(`  guests: ${busy.toFixed(0)} s of boots in ${wall.toFixed(0)} s wall on ${opts.jobs} lanes (${((100 * busy) / (opts.jobs * wall)).toFixed(0)} % busy)`);
+  if (measured.length) log(`  case durations saved for the next run's order: ${saveCaseTimes(measured)}`);
 }
 
 try {

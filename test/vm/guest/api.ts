@@ -26,10 +26,17 @@ export interface GuestConfig {
   fixtures: Record<string, string | null>;
   ioctlTool: string | null;
   disks: Array<{ dev: string; size: number }>;
+  /** cases this guest runs, in order (after the queue's, if there is one) */
   tests: Array<{ file: string; cases: string[] }>;
+  /**
+   * Cases shared with the other guests of this kernel: the guest runs case i
+   * when it creates `<dir>/claim-<i>` (mkdir: exactly one guest succeeds),
+   * writing its boot's name into `<dir>/claim-<i>/boot`.
+   */
+  queue?: { dir: string; boot: string; cases: Array<{ file: string; name: string }> };
   /** default timeout of one command, ms */
   commandTimeoutMs: number;
-  /** a case that takes longer fails, and the remaining cases of the boot are not run */
+  /** a case that takes longer fails, and this guest runs no further case */
   caseTimeoutMs: number;
 }
 

@@ -2,7 +2,9 @@
 # SPDX-License-Identifier: GPL-2.0-only
 # /init of the VM harness initramfs (busybox). Loads the virtio/9p modules,
 # mounts the host's root filesystem read-only (9p tag "hostroot") and the
-# run directory read-write (9p tag "results"), builds a writable scratch
+# run directory read-write (9p tag "results") and, when the kernel's cases
+# are shared by several guests, their claim directory (9p tag "queue", on
+# /run/dbd-queue), builds a writable scratch
 # layer (tmpfs on /tmp /run /var/tmp /mnt /root, the guest kernel's modules
 # on /usr/lib/modules/<kver>), then runs <rundir>/guest.sh chrooted into the
 # host root. Exit status, full dmesg and a marker line go to the run dir and
@@ -20,6 +22,7 @@ VMDIR="$(arg vmdir)"
 REPODIR="$(arg repo)"
 KVER="$(uname -r)"
 HUNG="$(arg hung)"
+QUEUE="$(arg queue)"
 
 fail() {
   echo "dbd-vm: init: FATAL: $*"
@@ -64,6 +67,10 @@ mount --move /dev /host/dev
 mkdir -p /host/dev/pts /host/dev/shm 2>/dev/null
 mount -t devpts devpts /host/dev/pts
 mount -t tmpfs tmpfs /host/dev/shm
+if [ "$QUEUE" = 1 ]; then
+  mkdir -p /host/run/dbd-queue
+  mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 queue /host/run/dbd-queue || fail "9p queue mount failed"
+fi
 mount -t debugfs debugfs /host/sys/kernel/debug 2>/dev/null
 echo "${HUNG:-30}" > /host/proc/sys/kernel/hung_task_timeout_secs 2>/dev/null
 echo "dbd-vm: init: ready at $(cut -d' ' -f1 /host/proc/uptime)s"

@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0-only
 // In-guest test runner: `node --import tsx test/vm/guest/runner.ts <config.json>`.
-// Runs the configured cases one after another, cleans up after each one
+// Runs the cases it claims from the kernel's shared queue, then the configured
+// ones, one after another; cleans up after each one
 // (background processes, mounts under /mnt, dattobd devices and module,
 // loop devices), checks the kernel log written during the case, and appends
 // one JSON line per case to <runDir>/results.jsonl.
-import { appendFileSync, existsSync, readdirSync, readFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { formatProblems, scanKernelLog } from '../lib/logscan.js';
@@ -136,37 +137,63 @@ async function runCase(file: string, name: string, fn: VmCase): Promise<{ result
   return { result, timedOut };
 }
 
-async function main(): Promise<number> {
-  let failed = 0;
-  let abort: string | null = null;
-  for (const spec of config.tests) {
-    let mod: Record<string, unknown> | null = null;
-    let loadError: string | null = null;
+const modules = new Map<string, { mod: Record<string, unknown> | null; loadError: string | null }>();
+
+async function loadModule(file: string): Promise<{ mod: Record<string, unknown> | null; loadError: string | null }> {
+  let m = modules.get(file);
+  if (!m) {
     try {
       // bundled run: the host's entry registered every test module up front
       const bundled = (globalThis as { __dbdVmModules?: Record<string, Record<string, unknown>> }).__dbdVmModules;
-      mod = bundled?.[spec.file] ?? ((await import(pathToFileURL(resolve(config.repo, spec.file)).href)) as Record<string, unknown>);
+      const mod = bundled?.[file] ?? ((await import(pathToFileURL(resolve(config.repo, file)).href)) as Record<string, unknown>);
+      m = { mod, loadError: null };
     } catch (e) {
-      loadError = `cannot load ${spec.file}: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`;
+      m = { mod: null, loadError: `cannot load ${file}: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}` };
     }
-    for (const name of spec.cases) {
-      if (abort || loadError || !mod || typeof mod[name] !== 'function') {
-        failed++;
-        emit({
-          file: spec.file,
-          name,
-          status: 'failed',
-          ms: 0,
-          error: abort ?? loadError ?? `${spec.file} has no exported function ${name} in the guest`,
-        });
-        continue;
-      }
-      const { result, timedOut } = await runCase(spec.file, name, mod[name] as VmCase);
-      if (result.status === 'failed') failed++;
-      emit(result);
-      if (timedOut) abort = `not run: ${spec.file} ${name} timed out before it`;
+    modules.set(file, m);
+  }
+  return m;
+}
+
+let failed = 0;
+let abort: string | null = null;
+
+async function runOne(file: string, name: string): Promise<void> {
+  const { mod, loadError } = await loadModule(file);
+  if (abort || loadError || !mod || typeof mod[name] !== 'function') {
+    failed++;
+    emit({ file, name, status: 'failed', ms: 0, error: abort ?? loadError ?? `${file} has no exported function ${name} in the guest` });
+    return;
+  }
+  const { result, timedOut } = await runCase(file, name, mod[name] as VmCase);
+  if (result.status === 'failed') failed++;
+  emit(result);
+  if (timedOut) abort = `not run: ${file} ${name} timed out before it`;
+}
+
+/** Claim case i of the shared queue: true for exactly one of the guests that try. */
+function claim(dir: string, i: number, boot: string): boolean {
+  try {
+    mkdirSync(join(dir, `claim-${i}`));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw e;
+  }
+  writeFileSync(join(dir, `claim-${i}`, 'boot'), boot);
+  return true;
+}
+
+async function main(): Promise<number> {
+  const q = config.queue;
+  if (q) {
+    // after a case timed out the kernel cannot be trusted: claim nothing more
+    // (the host gives what is left to another guest)
+    for (let i = 0; i < q.cases.length && !abort; i++) {
+      const c = q.cases[i];
+      if (c && claim(q.dir, i, q.boot)) await runOne(c.file, c.name);
     }
   }
+  for (const spec of config.tests) for (const name of spec.cases) await runOne(spec.file, name);
   return failed ? 1 : 0;
 }
 

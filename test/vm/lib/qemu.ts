@@ -47,6 +47,11 @@ export interface BootOptions {
   idle?: { ms: number; progress: RegExp };
   /** told when the guest is booted a second time (see bootGuest) */
   onRetry?: (message: string) => void;
+  /**
+   * A host directory shared read-write with every guest of one kernel
+   * (9p tag "queue", mounted at /run/dbd-queue): the guests claim cases there.
+   */
+  queueDir?: string;
 }
 
 export interface BootResult {
@@ -91,6 +96,7 @@ export function qemuArgs(o: BootOptions): string[] {
     // the repository stays visible even when it lives under /tmp (tmpfs in the guest)
     `dbd.repo=${REPO}`,
     `dbd.hung=${o.hungTaskSecs ?? 30}`,
+    o.queueDir ? 'dbd.queue=1' : '',
     o.extraCmdline ?? '',
   ].filter(Boolean).join(' ');
   const args = [
@@ -108,6 +114,7 @@ export function qemuArgs(o: BootOptions): string[] {
     '-virtfs', 'local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap',
     '-virtfs', `local,path=${o.runDir},mount_tag=results,security_model=none,multidevs=remap`,
   ];
+  if (o.queueDir) args.push('-virtfs', `local,path=${o.queueDir},mount_tag=queue,security_model=none,multidevs=remap`);
   o.disks.forEach((d, i) => {
     args.push(
       '-drive', `file=${join(o.runDir, `disk${i}.img`)},if=none,id=d${i},format=raw,cache=${d.cache ?? 'none'},aio=threads`,
