@@ -6,7 +6,7 @@
  * failure's message and hint are kept for the throwing wrapper.
  */
 import { posix } from 'node:path';
-import { MIB, State } from '../src/abi/constants.js';
+import { State } from '../src/abi/constants.js';
 import { ERRNO } from '../src/abi/errno.js';
 import { MAX_PATH_BYTES } from '../src/abi/ioctl.js';
 import type {
@@ -18,7 +18,7 @@ import type {
   SetupParams,
   TransitionSnapParams,
 } from '../src/driver/types.js';
-import { cowFileSize, fallocMib } from '../src/format/geometry.js';
+import { cowFileSize, fallocMib, mibBytes } from '../src/format/geometry.js';
 import { randomUuid, uuidHex } from '../src/format/header.js';
 import { CowManager } from './cow-manager.js';
 import { FsError } from './fs-namespace.js';
@@ -232,12 +232,13 @@ export class Control {
     const fsize = cowFileSize(vol.sizeSectors, mib, w.fallocatePercentage);
     const c = this.createCow(vol, cow, fsize, old.seqid + 1, old.uuid, 0);
     if (typeof c === 'number') return c;
+    // the old file could not be synced: the new snapshot is valid all the same, but the
+    // old file's changed-block list is not; it is left unclean (update-img refuses it)
+    let closeError: unknown;
     try {
       old.closeClean();
     } catch (e) {
-      // the old file could not be synced: the new snapshot is still valid
-      old.unlinkAndClose();
-      void e;
+      closeError = e;
     }
     dev.cm = c.cm;
     dev.cowPath = c.rel;
@@ -248,6 +249,13 @@ export class Control {
     dev.autoExpand = undefined;
     dev.state = State.ACTIVE_SNAPSHOT;
     dev.refs = 0;
+    if (closeError !== undefined) {
+      return this.fail(
+        ERRNO.EIO,
+        `the new snapshot is active, but the previous COW file could not be closed (${(closeError as Error).message})`,
+        'its changed-block list is not usable (update-img refuses the file): take a full copy of the snapshot device',
+      );
+    }
     return 0;
   }
 
@@ -312,7 +320,7 @@ export class Control {
     const cm = dev.cm;
     if (!cm) return this.fail(ERRNO.EINVAL, 'no COW file');
     try {
-      cm.expand(p.size * MIB);
+      cm.expand(mibBytes(p.size));
     } catch (e) {
       const errno = e instanceof FsError ? e.errno : ERRNO.EIO;
       failDevice(dev, errno);

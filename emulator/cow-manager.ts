@@ -247,11 +247,24 @@ export class CowManager {
     });
   }
 
-  /** Sync index + CLEAN header, close, drop the immutable flag. */
+  /**
+   * Sync index + CLEAN header, close, drop the immutable flag. If the sync
+   * fails, the file is closed without CLEAN (never a CLEAN header over an
+   * index that is not on disk) and the error is thrown.
+   */
   closeClean(): void {
     const f = this.requireFile();
-    this.flushIndex();
-    this.writeHeader(true);
+    try {
+      this.faults.take('indexSync');
+      this.flushIndex();
+      this.writeHeader(true);
+    } catch (e) {
+      this.writeHeader(false);
+      f.inode.immutable = false;
+      f.close();
+      this.file = null;
+      throw e;
+    }
     f.inode.immutable = false;
     f.close();
     this.file = null;

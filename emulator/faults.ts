@@ -2,7 +2,7 @@
 /** Fault injection hooks and I/O counters of the emulator. */
 import { FsError } from './fs-namespace.js';
 
-export type FaultKind = 'cowWrite' | 'fallocate' | 'originRead';
+export type FaultKind = 'cowWrite' | 'fallocate' | 'originRead' | 'indexSync';
 
 export class Faults {
   private readonly armed = new Map<FaultKind, number>();
@@ -14,6 +14,10 @@ export class Faults {
   /** The next fallocate (COW creation, expand, auto-expand) fails with `errno`. */
   failNextFallocate(errno: number): void {
     this.armed.set('fallocate', Math.abs(errno));
+  }
+  /** The next sync of a COW file's index and CLEAN header (closing it) fails with `errno`. */
+  failNextIndexSync(errno: number): void {
+    this.armed.set('indexSync', Math.abs(errno));
   }
   /** The next read of origin data for a COW copy fails with `errno`. */
   failNextOriginRead(errno: number): void {

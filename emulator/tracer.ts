@@ -4,8 +4,9 @@
  * marking / dormant queueing), reads of the snapshot device, and the sticky
  * failure state (SPEC §3.4, §5.1–5.4).
  */
-import { COW_BLOCK_SIZE, MIB } from '../src/abi/constants.js';
+import { COW_BLOCK_SIZE } from '../src/abi/constants.js';
 import { ERRNO } from '../src/abi/errno.js';
+import { mibBytes } from '../src/format/geometry.js';
 import type { CowManager } from './cow-manager.js';
 import { FsError } from './fs-namespace.js';
 import type { SnapDevice } from './snap-device.js';
@@ -33,10 +34,10 @@ export function autoGrow(dev: SnapDevice): (cm: CowManager) => boolean {
     const vol = dev.vol;
     if (!ae || ae.stepMib === 0 || !vol) return false;
     const st = vol.fs.statfs();
-    const need = Math.ceil(((ae.stepMib + ae.reservedMib) * MIB) / st.bsize);
+    const need = Math.ceil(mibBytes(ae.stepMib + ae.reservedMib) / st.bsize);
     if (need > st.bavail) return false;
     try {
-      cm.expand(ae.stepMib * MIB);
+      cm.expand(mibBytes(ae.stepMib));
       return true;
     } catch (e) {
       failDevice(dev, e instanceof FsError ? e.errno : ERRNO.EIO);

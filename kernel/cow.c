@@ -86,6 +86,21 @@ static void cow_close_dio(struct dbd_cow *cow)
 	}
 }
 
+/*
+ * The module's own fsync of the COW file, under cow->lock: the flush it
+ * sends must not wait for the COW thread (dbd_snap_flush_wait), which
+ * needs that lock.
+ */
+static int cow_fsync(struct dbd_cow *cow)
+{
+	int ret;
+
+	WRITE_ONCE(cow->fsync_task, current);
+	ret = vfs_fsync(cow->filp, 0);
+	WRITE_ONCE(cow->fsync_task, NULL);
+	return ret;
+}
+
 static void cow_unprotect(struct dbd_cow *cow)
 {
 	if (cow->inode)
@@ -141,15 +156,26 @@ static int cow_write_header(struct dbd_cow *cow)
 /* fallocate [pos, pos + len), falling back to writing zeros */
 static int cow_allocate(struct dbd_cow *cow, u64 pos, u64 len)
 {
+	u64 max = file_inode(cow->filp)->i_sb->s_maxbytes;
+	struct kstatfs st;
 	void *zero;
 	u64 done;
 	int ret;
 
+	/* a size the filesystem cannot hold: refused before anything changes */
+	if (len > max || pos > max - len)
+		return -EFBIG;
 	cow_unprotect(cow);
 	ret = vfs_fallocate(cow->filp, 0, pos, len);
 	cow_protect(cow);
 	if (ret != -EOPNOTSUPP)
 		return ret;
+	/* no fallocate: zeroes are written, but never past the free space */
+	ret = vfs_statfs(&cow->filp->f_path, &st);
+	if (ret)
+		return ret;
+	if (len / st.f_bsize > st.f_bavail)
+		return -ENOSPC;
 	zero = kzalloc(PAGE_SIZE, GFP_KERNEL);
 	if (!zero)
 		return -ENOMEM;
@@ -388,7 +414,7 @@ int dbd_cow_suspend(struct dbd_cow *cow)
 		cow->hdr.flags &= ~DBD_FLAG_CLEAN;
 	}
 	if (!ret)
-		ret = vfs_fsync(cow->filp, 0);
+		ret = cow_fsync(cow);
 	if (!ret) {
 		for (s = 0; s < cow->geo.total_sects; s++) {
 			struct dbd_section *sec = &cow->sects[s];
@@ -875,7 +901,7 @@ int dbd_dev_auto_expand_grow(struct dbd_dev *dev, struct dbd_cow *cow)
 		return -EFBIG;
 	dbd_info("auto-expanding cow file by %llu MiB",
 		 (unsigned long long)step);
-	return cow_expand_locked(cow, step * DBD_MIB) ? -EFBIG : 0;
+	return cow_expand_locked(cow, dbd_mib_bytes(step)) ? -EFBIG : 0;
 }
 
 int dbd_cow_truncate_to_index(struct dbd_cow *cow)
@@ -925,7 +951,13 @@ int dbd_cow_sync(struct dbd_cow *cow, bool clean)
 		ret = cow_write_header(cow);
 	}
 	if (!ret)
-		ret = vfs_fsync(cow->filp, 0);
+		ret = cow_fsync(cow);
+	if (ret && clean && cow->filp) {
+		/* never a CLEAN header over an index that is not on disk */
+		cow->hdr.flags &= ~DBD_FLAG_CLEAN;
+		if (!cow_write_header(cow))
+			cow_fsync(cow);
+	}
 	mutex_unlock(&cow->lock);
 	return ret;
 }

@@ -25,6 +25,8 @@
 #define dbd_err(fmt, ...) pr_err(DBD_LOG_PREFIX fmt "\n", ##__VA_ARGS__)
 #define dbd_warn(fmt, ...) pr_warn(DBD_LOG_PREFIX fmt "\n", ##__VA_ARGS__)
 #define dbd_info(fmt, ...) pr_info(DBD_LOG_PREFIX fmt "\n", ##__VA_ARGS__)
+#define dbd_warn_ratelimited(fmt, ...) \
+	pr_warn_ratelimited(DBD_LOG_PREFIX fmt "\n", ##__VA_ARGS__)
 #define dbd_dbg(fmt, ...) do { \
 	if (dbd_debug) \
 		pr_info(DBD_LOG_PREFIX fmt "\n", ##__VA_ARGS__); \
@@ -67,6 +69,8 @@ struct dbd_cow {
 	u64 falloc_mib;		/* remembered fallocated size */
 	bool index_only;
 	bool unlinked;
+	/* the task in the module's own fsync of the file (its flush must not wait) */
+	struct task_struct *fsync_task;
 	/* data appends (under lock): DBD_COW_BATCH entries each */
 	struct bio_vec *wvec;
 	u64 *wblk;
@@ -227,6 +231,7 @@ bool dbd_snap_write(struct dbd_trace *t, struct bio *bio);
 void dbd_snap_wake(struct dbd_snap *snap);
 /* save what is held and queued before the call; the COW file is open */
 int dbd_snap_flush(struct dbd_snap *snap);
+void dbd_snap_flush_wait(struct dbd_snap *snap);
 int dbd_snap_load_done(struct dbd_snap *snap);
 int dbd_snap_mark_self(struct dbd_snap *snap, struct dbd_cow *cow);
 int dbd_snap_disk_add(struct dbd_dev *dev);

@@ -42,6 +42,22 @@ void dbd_dev_view(unsigned int minor, struct dbd_minor_view *v)
 	v->state = dev->state;
 }
 
+/*
+ * Every state change goes through the core's state table (dbd_state_next,
+ * the table the emulator is checked against): an event that does not
+ * apply is a module bug, reported and ignored.
+ */
+static void dev_enter(struct dbd_dev *dev, enum dbd_event ev)
+{
+	unsigned long next;
+
+	if (WARN_ONCE(dbd_state_next(dev->state, ev, &next),
+		      "dattobd: event %d does not apply to state %lu of device %u",
+		      ev, dev->state, dev->minor))
+		return;
+	dev->state = next;
+}
+
 void dbd_dev_fail(struct dbd_dev *dev, int err)
 {
 	if (atomic_cmpxchg(&dev->fail_code, 0, err) != 0)
@@ -222,7 +238,7 @@ int dbd_dev_setup_snap(unsigned int minor, const char *bdev_path,
 	if (!dev->cow)
 		goto err;
 	dev->falloc_mib = dev->cow->falloc_mib;
-	dev->state = DBD_STATE_SNAPSHOT | DBD_STATE_ACTIVE;
+	dev_enter(dev, DBD_EV_SETUP);
 
 	dev->snap = dbd_snap_create(dev, dev->cow);
 	if (IS_ERR(dev->snap)) {
@@ -291,8 +307,7 @@ int dbd_dev_reload(unsigned int minor, const char *bdev_path,
 		dev_free(dev);
 		return -ENOMEM;
 	}
-	dev->state = DBD_STATE_UNVERIFIED |
-		     (snapshot ? DBD_STATE_SNAPSHOT : 0);
+	dev_enter(dev, snapshot ? DBD_EV_RELOAD_SNAP : DBD_EV_RELOAD_INC);
 	dbd_devs[minor] = dev;
 	return 0;
 }
@@ -352,7 +367,7 @@ int dbd_dev_transition_inc(struct dbd_dev *dev)
 	dbd_snap_free(snap);
 	dbd_trace_free(old);
 	dev->has_auto_expand = false;
-	dev->state = DBD_STATE_ACTIVE;
+	dev_enter(dev, DBD_EV_TRANSITION_INC);
 	ret = dbd_dev_failed(dev);
 	if (ret)
 		return ret;
@@ -369,7 +384,7 @@ int dbd_dev_transition_snap(struct dbd_dev *dev, const char *cow_path,
 	struct super_block *sb;
 	unsigned long old_cache = dev->cache_size;
 	char *rel = NULL;
-	int ret;
+	int ret, closed;
 
 	sb = dbd_bdev_get_super(dev->base.bdev);
 	if (!sb)
@@ -403,21 +418,28 @@ int dbd_dev_transition_snap(struct dbd_dev *dev, const char *cow_path,
 	dev->inc = NULL;
 	dbd_inc_free(inc);
 	dbd_trace_free(old);
-	ret = dbd_cow_sync(old_cow, true);
-	if (ret)
-		dbd_warn("error closing previous cow file: %d", ret);
+	/*
+	 * The new snapshot is valid even if the old file cannot be closed,
+	 * but the old file's changed-block list is not: it stays unclean
+	 * (update-img refuses it) and the ioctl reports EIO.
+	 */
+	closed = dbd_cow_sync(old_cow, true);
+	if (closed)
+		dbd_err("error closing previous cow file: %d; its changed-block list is not usable",
+			closed);
 	dbd_cow_close(old_cow, false);
 	kfree(dev->cow_path);
 	dev->cow_path = rel;
 	dev->falloc_mib = cow->falloc_mib;
-	dev->state = DBD_STATE_SNAPSHOT | DBD_STATE_ACTIVE;
+	dev_enter(dev, DBD_EV_TRANSITION_SNAP);
 	/* /dev/dattoN appears only once it shows the snapshot instant */
 	ret = dbd_snap_disk_add(dev);
 	if (ret) {
 		dbd_err("error adding the snapshot device: %d", ret);
 		dbd_dev_fail(dev, ret);
+		return ret;
 	}
-	return ret;
+	return closed ? -EIO : 0;
 
 err:
 	dbd_trace_free(t);
@@ -434,7 +456,7 @@ err:
 
 int dbd_dev_expand(struct dbd_dev *dev, u64 mib)
 {
-	int ret = dbd_cow_expand(dev->cow, mib * DBD_MIB);
+	int ret = dbd_cow_expand(dev->cow, dbd_mib_bytes(mib));
 
 	if (ret) {
 		dbd_err("error expanding cow file: %d", ret);
@@ -446,7 +468,8 @@ int dbd_dev_expand(struct dbd_dev *dev, u64 mib)
 /* ------------------------------------------------------------------ */
 /* Mount / umount handlers (called from hooks.c, no VFS lock held)     */
 
-static void dev_resume(struct dbd_dev *dev, const struct path *root)
+static void dev_resume(struct dbd_dev *dev, const struct path *root,
+		       enum dbd_event ev)
 {
 	int ret = dbd_cow_resume(dev->cow, root, dev->cow_path);
 
@@ -456,7 +479,7 @@ static void dev_resume(struct dbd_dev *dev, const struct path *root)
 		dbd_dev_fail(dev, ret);
 		return;
 	}
-	dev->state |= DBD_STATE_ACTIVE;
+	dev_enter(dev, ev);
 	dev->umount_check = false;	/* that unmount is over */
 	if (dev->snap)
 		dbd_snap_wake(dev->snap);
@@ -506,7 +529,7 @@ static void mount_suspend(const struct vfsmount *mnt,
 			dbd_dev_fail(dev, ret);
 			continue;
 		}
-		dev->state &= ~DBD_STATE_ACTIVE;
+		dev_enter(dev, DBD_EV_UMOUNT);
 		/* throttled writers stop waiting: nothing drains while dormant */
 		if (dev->snap)
 			dbd_snap_wake(dev->snap);
@@ -624,7 +647,7 @@ void dbd_mount_post_umount(const char *mnt_path, const unsigned long *dormant,
 		    dbd_dev_failed(dev))
 			continue;
 		if (have_root)
-			dev_resume(dev, &root);
+			dev_resume(dev, &root, DBD_EV_UMOUNT_FAILED);
 		else
 			dbd_dev_fail(dev, -ENODEV);
 	}
@@ -638,7 +661,8 @@ static void dev_activate_unverified(struct dbd_dev *dev,
 				    const struct path *root,
 				    struct super_block *sb)
 {
-	bool snapshot = dev->state & DBD_STATE_SNAPSHOT;
+	unsigned long before = dev->state;
+	bool snapshot = before & DBD_STATE_SNAPSHOT;
 	struct dbd_trace *t = NULL;
 	char *abs = NULL, *rel = NULL;
 	int ret;
@@ -668,8 +692,7 @@ static void dev_activate_unverified(struct dbd_dev *dev,
 		ret = dbd_cow_rel_path(dev->cow, &rel);
 	if (ret)
 		goto err;
-	dev->state = snapshot ? DBD_STATE_SNAPSHOT | DBD_STATE_ACTIVE :
-				DBD_STATE_ACTIVE;
+	dev_enter(dev, DBD_EV_MOUNT_RW);
 	t = dbd_trace_alloc(dev);
 	if (!t) {
 		ret = -ENOMEM;
@@ -720,7 +743,8 @@ err:
 	dbd_bdev_close(&dev->base);
 	kfree(abs);
 	kfree(rel);
-	dev->state = DBD_STATE_UNVERIFIED | (snapshot ? DBD_STATE_SNAPSHOT : 0);
+	/* a failed activation is no transition: unverified, with the error */
+	dev->state = before;
 	dbd_dev_fail(dev, ret);
 }
 
@@ -748,7 +772,7 @@ void dbd_mount_activate_path(const struct path *path)
 		if (dev->state & DBD_STATE_UNVERIFIED)
 			dev_activate_unverified(dev, &root, sb);
 		else if (dev->base.bdev == sb->s_bdev)
-			dev_resume(dev, &root);
+			dev_resume(dev, &root, DBD_EV_MOUNT_RW);
 	}
 	mutex_unlock(&dbd_ctl_mutex);
 out:

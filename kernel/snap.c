@@ -35,6 +35,7 @@
 #define DBD_CLONE_PAGES 256		/* 1 MiB per read bio */
 #define DBD_PENDING_LIMIT 16384		/* 64 MiB read but not yet saved */
 #define DBD_THROTTLE_WAIT (2 * HZ)	/* longest wait of one throttled write */
+#define DBD_FLUSH_WAIT (10 * HZ)	/* longest wait of one flush */
 #define DBD_WINDOW_BLOCKS 256		/* snapshot read window */
 #define DBD_READERS 4			/* snapshot reads served at once */
 
@@ -958,6 +959,73 @@ int dbd_snap_flush(struct dbd_snap *s)
 		ret = snap_catch_up(s, &s->queued_pages, &s->saved_pages,
 				    &s->cow_wq);
 	return ret ? ret : dbd_dev_failed(s->dev);
+}
+
+/*
+ * A flush (PREFLUSH or FUA) of the traced device completes only after the
+ * COW data of every write before it is in the COW file or has failed the
+ * device: a caller that synced its data knows the snapshot holds the
+ * originals, and a full COW file has failed the snapshot by the time
+ * sync() returns.  Called in the submitter's context before the flush is
+ * passed on.  Not for the module's own fsync of the COW file (the COW
+ * thread needs the lock it holds), a task inside a journal handle, the
+ * engine's threads, nor while throttling is off (dormant, freezing,
+ * failed, stalled).  The COW thread can itself wait for the flusher: a
+ * freeze (its writes wait for the thaw) or a journal commit (its writes
+ * need journal space the commit frees).  So the wait ends when the engine
+ * made no progress for DBD_THROTTLE_WAIT (DBD_FLUSH_WAIT at most) and
+ * flush waits are off until the COW thread saves its next batch, like a
+ * throttle wait: the snapshot goes on, only this flush's order is lost.
+ */
+static bool snap_flush_reached(struct dbd_snap *s, u64 held, u64 *queued,
+			       u64 *progress)
+{
+	bool ok;
+
+	spin_lock(&s->lock);
+	/*
+	 * The pages of the writes before the flush are all queued once
+	 * held_out reaches held (both FIFO): the target from then on.
+	 */
+	if (*queued == U64_MAX && s->held_out >= held)
+		*queued = s->queued_pages;
+	ok = *queued != U64_MAX && s->saved_pages >= *queued;
+	*progress = s->held_out + s->saved_pages;
+	spin_unlock(&s->lock);
+	return ok || snap_throttle_off(s);
+}
+
+void dbd_snap_flush_wait(struct dbd_snap *s)
+{
+	unsigned long start = jiffies, moved = jiffies;
+	u64 held, queued = U64_MAX, progress, last;
+
+	if (snap_throttle_off(s) || READ_ONCE(s->cow->fsync_task) == current ||
+	    current == s->mrf_task || current == s->cow_task ||
+	    current->journal_info)
+		return;
+	spin_lock(&s->lock);
+	held = s->held_in;
+	last = s->held_out + s->saved_pages;
+	spin_unlock(&s->lock);
+	wake_up(&s->mrf_wq);
+	for (;;) {
+		if (wait_event_timeout(s->throttle_wq,
+				       snap_flush_reached(s, held, &queued,
+							  &progress),
+				       HZ / 10))
+			return;
+		if (progress != last) {
+			last = progress;
+			moved = jiffies;
+		}
+		if (time_after(jiffies, moved + DBD_THROTTLE_WAIT) ||
+		    time_after(jiffies, start + DBD_FLUSH_WAIT))
+			break;
+	}
+	WRITE_ONCE(s->cow_stalled, true);
+	dbd_warn_ratelimited("device %u: a flush waited %u ms for the cow file and was passed on without it",
+			     s->dev->minor, jiffies_to_msecs(jiffies - start));
 }
 
 void dbd_snap_wake(struct dbd_snap *s)

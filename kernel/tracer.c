@@ -180,12 +180,41 @@ static void dbd_trace_put(struct dbd_trace *t)
 		wake_up_all(&t->users_wq);
 }
 
+/*
+ * A flush of a traced device, or of the whole disk one is a partition of:
+ * every snapshot on it saves the COW data of earlier writes first
+ * (dbd_snap_flush_wait).
+ */
+static void dbd_trace_flush(struct bio *bio)
+{
+	struct dbd_trace *t;
+	unsigned int i;
+
+	for (i = 0; i < dbd_max_snap_devices; i++) {
+		rcu_read_lock();
+		t = rcu_dereference(dbd_traces[i]);
+		if (!t || !t->snap || dbd_dev_failed(t->dev) ||
+		    (t->bdev != bio->bi_bdev &&
+		     !(bdev_is_partition(t->bdev) &&
+		       bdev_whole(t->bdev) == bio->bi_bdev))) {
+			rcu_read_unlock();
+			continue;
+		}
+		atomic_inc(&t->users);
+		rcu_read_unlock();
+		dbd_snap_flush_wait(t->snap);
+		dbd_trace_put(t);
+	}
+}
+
 /* the redirect target: same signature as submit_bio_noacct() */
 static void dbd_submit_bio_noacct(struct bio *bio)
 {
 	struct dbd_trace *t = NULL;
 	bool held = false;
 
+	if (op_is_write(bio_op(bio)) && op_is_flush(bio->bi_opf))
+		dbd_trace_flush(bio);
 	if (dbd_is_traced_op(bio)) {
 		rcu_read_lock();
 		t = dbd_trace_find(bio);

@@ -24,6 +24,12 @@
 #define DBD_HEADER_USED 64u
 #define DBD_COW_MAGIC 4776u
 #define DBD_MIB 1048576ull
+/*
+ * Largest size in MiB a size argument stands for: its bytes still fit a
+ * loff_t.  Larger requests saturate here (dbd_mib_bytes), so that
+ * fallocate refuses them (EFBIG) instead of a wrapped, small product.
+ */
+#define DBD_MAX_COW_MIB ((1ull << 43) - 1)
 /* bytes of one in-memory section descriptor, as in the established driver */
 #define DBD_SECTION_DESC_BYTES 24u
 
@@ -65,6 +71,8 @@ void dbd_geometry_init(struct dbd_geometry *g, u64 size_sectors);
 
 /* Default COW file size in bytes: size * percent / 100 (exact bytes). */
 u64 dbd_default_cow_bytes(u64 size_sectors, unsigned int percent);
+/* mib * 1 MiB, saturated at DBD_MAX_COW_MIB */
+u64 dbd_mib_bytes(u64 mib);
 
 /*
  * COW file size for setup / transition: fallocated_mib != 0 gives

@@ -32,13 +32,18 @@ u64 dbd_default_cow_bytes(u64 size_sectors, unsigned int percent)
 	return (bytes / 100u) * percent + (bytes % 100u) * percent / 100u;
 }
 
+u64 dbd_mib_bytes(u64 mib)
+{
+	return (mib > DBD_MAX_COW_MIB ? DBD_MAX_COW_MIB : mib) * DBD_MIB;
+}
+
 u64 dbd_cow_file_bytes(u64 size_sectors, u64 fallocated_mib,
 		       unsigned int percent, u64 *remembered_mib)
 {
 	u64 bytes;
 
 	if (fallocated_mib)
-		bytes = fallocated_mib * DBD_MIB;
+		bytes = dbd_mib_bytes(fallocated_mib);
 	else
 		bytes = dbd_default_cow_bytes(size_sectors, percent);
 	if (remembered_mib)
@@ -78,14 +83,16 @@ int dbd_cow_alloc_block(u64 *fpos, u64 fsize, u64 *blk)
 bool dbd_auto_expand_allowed(u64 step_mib, u64 reserved_mib, bool statfs_ok,
 			     u64 f_bsize, u64 f_bavail)
 {
-	u64 need;
+	u64 need, mib = step_mib + reserved_mib;
 
+	if (mib < step_mib)
+		mib = DBD_MAX_COW_MIB;
 	if (!step_mib)
 		return false;
 	if (!statfs_ok)
 		return reserved_mib == 0;
 	if (!f_bsize)
 		return false;
-	need = div_round_up_u64((step_mib + reserved_mib) * DBD_MIB, f_bsize);
+	need = div_round_up_u64(dbd_mib_bytes(mib), f_bsize);
 	return need <= f_bavail;
 }

@@ -108,6 +108,10 @@ const BY_COMMAND: Record<Command, Table> = {
     EISDIR: (c) => `the COW file path${sp(c.cow)} is a directory: give the path of a file to create`,
     ENOSPC: () => 'the filesystem has not enough free space for the new COW file: free space or use a smaller -f',
     EFBIG: () => 'the requested COW file size exceeds the largest file the filesystem allows: use a smaller -f',
+    EIO: (c) =>
+      `if \`dbdctl info ${c.minor ?? '<minor>'}\` shows state 3, the new snapshot is active but the previous COW file ` +
+      'could not be written or closed: its changed-block list is not usable (update-img refuses it), so copy ' +
+      `/dev/datto${c.minor ?? '<minor>'} in full; otherwise the new COW file could not be written (disk error)`,
   },
   reconfigure: {
     ENOENT: noDevice,

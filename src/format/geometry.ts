@@ -73,10 +73,23 @@ export function fallocMib(fsize: number): number {
   return Math.floor(fsize / MIB);
 }
 
+/**
+ * Largest size in MiB a size argument stands for (kernel/core DBD_MAX_COW_MIB):
+ * its bytes still fit a loff_t. Larger requests saturate here, so that
+ * fallocate refuses them (EFBIG) instead of a wrapped, small product.
+ */
+export const MAX_COW_MIB = 2 ** 43 - 1;
+
+/** mib * 1 MiB, saturated at MAX_COW_MIB (kernel/core dbd_mib_bytes). */
+export function mibBytes(mib: number): number {
+  checkCount('mib', mib);
+  return Math.min(mib, MAX_COW_MIB) * MIB;
+}
+
 /** COW file size for a setup/transition argument in MiB (0 = default percentage). */
 export function cowFileSize(sizeSectors: number, fallocMibArg: number, percentage = DEFAULT_FALLOCATE_PERCENTAGE): number {
   checkCount('fallocMib', fallocMibArg);
-  return fallocMibArg > 0 ? fallocMibArg * MIB : defaultCowSize(sizeSectors, percentage);
+  return fallocMibArg > 0 ? mibBytes(fallocMibArg) : defaultCowSize(sizeSectors, percentage);
 }
 
 /**

@@ -174,6 +174,23 @@ describe('incremental mode and transitions', () => {
     e.unlink('/mnt/cow1');
   });
 
+  it('transition-to-snapshot reports EIO when the previous COW file cannot be closed, and leaves it unclean', () => {
+    const e = world();
+    setup(e);
+    e.ctl.transitionToIncremental(0);
+    e.write('/dev/sda1', 5 * K4, pattern(K4, 2));
+    e.faults.failNextIndexSync(5);
+    // issue 21: this returned 0 (the old file was silently dropped)
+    expect(errnoOf(() => e.ctl.transitionToSnapshot({ minor: 0, cow: '/mnt/cow2', fallocatedSpace: 0 }))).toBe('EIO');
+    const info = e.ctl.info(0);
+    expect([info.state, info.error, info.seqid]).toEqual([3, 0, 2]);
+    const h = decodeHeader(e.readFile('/mnt/cow1'));
+    expect(h.flags & FLAG_CLEAN).toBe(0);
+    expect(validateCowFile(e.readFile('/mnt/cow1'), { sizeSectors: 8 * MiB / 512, expect: 'incremental', requireClean: true }).errors).not.toEqual([]);
+    // the old file is closed and unprotected
+    e.unlink('/mnt/cow1');
+  });
+
   it('re-using the in-use COW path fails with EPERM and changes nothing', () => {
     const e = world();
     setup(e);

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-only
 // The VM harness's kernel-log scanner: what makes a VM case fail.
 import { describe, expect, it } from 'vitest';
-import { scanKernelLog } from '../vm/lib/logscan.js';
+import { allowMarker, scanKernelLog } from '../vm/lib/logscan.js';
 
 const kinds = (log: string): string[] => scanKernelLog(log).map((p) => p.kind);
 
@@ -28,5 +28,15 @@ describe('kernel log scanner', () => {
     expect(kinds('[ 3.0] Buffer I/O error on dev datto0, logical block 0, async page read')).toEqual([]);
     expect(kinds('[ 0.0] Kernel command line: panic=-1 oops=panic')).toEqual([]);
     expect(kinds('[ 3.0] datto: device 0 failed: -27')).toEqual([]);
+  });
+
+  it('skips the problems a case declared for its faulty device, only until that case ends', () => {
+    const allow = `[ 1.1] dbd-vm: ${allowMarker('I/O error', /\bdm-3\b/)}`;
+    const lost = (dev: string): string => `Buffer I/O error on dev ${dev}, logical block 9, lost async page write`;
+    const at = (log: string[]): string[] => scanKernelLog(log.join('\n')).map((p) => `${p.kind} ${p.lineNo}`);
+    expect(at(['[ 1.0] dbd-vm: case t.vm.ts a begin', allow, `[ 1.2] ${lost('dm-3')}`, '[ 1.5] dbd-vm: case t.vm.ts a end', `[ 2.0] ${lost('dm-3')}`]))
+      .toEqual(['I/O error 5']);
+    expect(at([allow, `[ 1.2] ${lost('vda1')}`])).toEqual(['I/O error 2']);
+    expect(at([allow, '[ 1.4] WARNING: CPU: 0 PID: 1 at x.c:1 f+0x1/0x2 dm-3'])).toEqual(['WARNING 2']);
   });
 });

@@ -154,6 +154,13 @@ export interface VmContext {
   kmsg(): string[];
   /** print a line to the case's log (shown on failure) */
   log(...args: unknown[]): void;
+  /**
+   * Before injecting a fault: kernel-log problems of `kind` (a logscan kind,
+   * e.g. 'I/O error') whose line matches `pattern` are expected until the
+   * case ends, in the case's and in the boot's log check. Name the faulty
+   * device in the pattern, never a kind as a whole.
+   */
+  allowKernelLog(kind: string, pattern: RegExp, why: string): void;
   /** end the case as skipped; use only for a real, reported reason */
   skip(reason: string): never;
 }

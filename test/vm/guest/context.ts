@@ -14,7 +14,8 @@ import {
   type ShResult,
   type VmContext,
 } from './api.js';
-import type { KmsgReader } from './kmsg.js';
+import { allowMarker } from '../lib/logscan.js';
+import { kmsgMark, type KmsgReader } from './kmsg.js';
 
 export class CaseContext implements VmContext {
   readonly kernel: { name: string; kver: string };
@@ -42,6 +43,11 @@ export class CaseContext implements VmContext {
   log(...args: unknown[]): void {
     const line = args.map((a) => (typeof a === 'string' ? a : inspect(a, { depth: 4 }))).join(' ');
     this.logLines.push(line);
+  }
+
+  allowKernelLog(kind: string, pattern: RegExp, why: string): void {
+    this.log(`kernel log: ${kind} matching /${pattern.source}/ is expected: ${why}`);
+    kmsgMark(allowMarker(kind, pattern));
   }
 
   run(argv: readonly string[], opts: ShOptions = {}): ShResult {

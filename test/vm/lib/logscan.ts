@@ -36,17 +36,41 @@ function classify(line: string): string | null {
 }
 
 /**
+ * The marker a case writes into the kernel log (VmContext.allowKernelLog)
+ * before it injects a fault: problems of that kind whose line matches the
+ * pattern are expected until the case's end marker.
+ */
+export function allowMarker(kind: string, pattern: RegExp): string {
+  return `allow kernel log [${kind}] ${pattern.source}`;
+}
+const ALLOW_RE = /dbd-vm: allow kernel log \[([^\]]+)\] (.*)$/;
+const CASE_END_RE = /dbd-vm: case .* end$/;
+
+/**
  * Scan a kernel log. A "Call Trace" that belongs to an already reported
- * problem (within the excerpt window) is not reported twice.
+ * problem (within the excerpt window) is not reported twice. Problems a
+ * case declared with an allow marker are skipped until that case ends.
  */
 export function scanKernelLog(text: string, context = 6, after = 28): KernelProblem[] {
   const lines = text.split('\n');
   const out: KernelProblem[] = [];
   let coveredUntil = -1;
+  let allowed: Array<{ kind: string; re: RegExp }> = [];
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i] ?? '';
+    const a = ALLOW_RE.exec(line);
+    if (a) {
+      try {
+        allowed.push({ kind: a[1] ?? '', re: new RegExp(a[2] ?? '') });
+      } catch {
+        // a malformed pattern allows nothing
+      }
+      continue;
+    }
+    if (CASE_END_RE.test(line)) allowed = [];
     const kind = classify(line);
     if (!kind) continue;
+    if (allowed.some((x) => x.kind === kind && x.re.test(line))) continue;
     if (i <= coveredUntil) continue;
     const from = Math.max(0, i - context);
     const to = Math.min(lines.length, i + after);

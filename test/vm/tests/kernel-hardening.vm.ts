@@ -9,12 +9,14 @@
 // - a direct read of /dev/dattoN must not be overtaken by a later write
 //   to the same block (dm-delay: slow reads, fast writes);
 // - an unmount saves the COW data still queued in memory before the COW
-//   file is closed clean, so a reload after a module reload reads it.
+//   file is closed clean, so a reload after a module reload reads it;
+// - transition-to-snapshot reports a previous COW file it could not close
+//   (dm-flakey fails the writes to that file) and leaves it unclean.
 import assert from 'node:assert/strict';
 import { chmodSync, closeSync, fsyncSync, mkdirSync, openSync, readFileSync, readSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { VmContext } from '../guest/api.js';
-import { BLOCK, describedBlock, describedFile, errCode, fileBlockMap, partition, readCowHeader, umountExplained } from '../../kernel/vm/helpers.js';
+import { BLOCK, blockRuns, describedBlock, describedFile, errCode, fileBlockMap, partition, readCowHeader, umountExplained } from '../../kernel/vm/helpers.js';
 
 const ENDBR64 = 'f30f1efa';
 
@@ -390,6 +392,8 @@ export async function snapshotDeviceAppearsAfterTheInstant(t: VmContext): Promis
       // files appear whole (mv): the loop must never read a half-written one
       `s=$(date +%s.%N); ( ${t.config.ioctlTool} setup 0 ${dev} ${mnt}/.datto 16; echo $? > ${d}/rc; date +%s.%N > ${d}/done.t; mv ${d}/done.t ${d}/done ) &
 while [ ! -e ${d}/done ]; do if [ -b /dev/datto0 ] && [ ! -e ${d}/seen ]; then date +%s.%N > ${d}/seen.t; mv ${d}/seen.t ${d}/seen; fi; sleep 0.1; done
+# not seen while setup ran (it appears as setup returns): seen now, after it
+if [ -b /dev/datto0 ] && [ ! -e ${d}/seen ]; then date +%s.%N > ${d}/seen; fi
 echo "$s $(cat ${d}/seen 2>/dev/null || echo 0) $(cat ${d}/done) $(cat ${d}/rc)"`,
       { timeoutMs: 180_000 },
     );
@@ -398,7 +402,7 @@ echo "$s $(cat ${d}/seen 2>/dev/null || echo 0) $(cat ${d}/done) $(cat ${d}/rc)"
     t.log(`setup began ${start}, /dev/datto0 seen ${seen}, setup returned ${done}`);
     assert.equal(rc, 0, 'setup failed');
     assert.ok(done - start > 6, `the freeze was not slow (${(done - start).toFixed(1)} s): the test proves nothing`);
-    assert.ok(seen > 0, '/dev/datto0 never seen');
+    assert.ok(seen > 0, '/dev/datto0 does not exist after setup returned');
     assert.ok(
       done - seen < (done - start) / 2,
       `/dev/datto0 existed ${(done - seen).toFixed(1)} s before setup returned (setup took ${(done - start).toFixed(1)} s): readable before the snapshot instant`,
@@ -407,3 +411,57 @@ echo "$s $(cat ${d}/seen 2>/dev/null || echo 0) $(cat ${d}/done) $(cat ${d}/rc)"
   });
 }
 
+
+/** dm table over dev: linear, but writes to the given runs of 4 KiB blocks fail (dm-flakey error_writes). */
+function failWritesTable(t: VmContext, dev: string, runs: ReadonlyArray<readonly [number, number]>): string {
+  const sectors = Number(t.run(['blockdev', '--getsz', dev]).stdout.trim());
+  const rows: string[] = [];
+  let at = 0;
+  for (const [first, count] of [...runs].sort((a, b) => a[0] - b[0])) {
+    const start = first * 8;
+    if (start > at) rows.push(`${at} ${start - at} linear ${dev} ${at}`);
+    rows.push(`${start} ${count * 8} flakey ${dev} ${start} 0 3600 1 error_writes`);
+    at = start + count * 8;
+  }
+  if (at < sectors) rows.push(`${at} ${sectors - at} linear ${dev} ${at}`);
+  return rows.join('\n');
+}
+
+/*
+ * transition-to-snapshot when the previous (incremental) COW file cannot be
+ * synced and closed: the new snapshot is valid, but the old file's
+ * changed-block list is not. The old module logged a warning, returned 0
+ * and left the old file's header CLEAN in the page cache (update-img would
+ * have trusted it). Now: EIO, state 3 without error, the old file unclean.
+ */
+export async function transitionReportsAnUnclosableOldCowFile(t: VmContext): Promise<void> {
+  const under = partition(t, t.disks[0]!, 128);
+  t.modprobe('dm-flakey');
+  withDelayDevice(t, 'dbdfaulty', under, (dev) => {
+    t.mkfs('ext4', dev, ['-b', '4096']);
+    // no flushes: dm-flakey fails empty flushes as writes, which would fail
+    // the transition's freeze before the old file is even closed
+    const mnt = t.mount(dev, { options: 'nobarrier' });
+    t.loadModule();
+    t.ioctl.setup(0, dev, `${mnt}/.datto1`, 8);
+    t.ioctl.transitionInc(0);
+    t.sh(`dd if=/dev/urandom of=${mnt}/changed bs=1M count=4 status=none && sync`);
+    const runs = blockRuns(fileBlockMap(t, `${mnt}/.datto1`));
+    const dm = `dm-${t.run(['dmsetup', 'info', '-c', '--noheadings', '-o', 'minor', 'dbdfaulty']).stdout.trim()}`;
+    t.allowKernelLog('I/O error', new RegExp(`\\b${dm}\\b`), 'writes to the old COW file fail on purpose');
+    setDelay(t, 'dbdfaulty', failWritesTable(t, under, runs));
+    let code = 'OK';
+    try {
+      t.ioctl.transitionSnap(0, `${mnt}/.datto2`, 8);
+    } catch (e) {
+      code = errCode(e) ?? String(e);
+    } finally {
+      setDelay(t, 'dbdfaulty', delayTable(t, under, 0, 0));
+    }
+    assert.equal(code, 'EIO', 'transition-to-snapshot must report that the previous COW file was not closed');
+    const info = t.ioctl.info(0);
+    assert.deepEqual([info.state, info.error, info.seqid], [3, 0, 2], 'the new snapshot is active all the same');
+    t.run(['dd', 'if=/dev/datto0', 'of=/dev/null', 'bs=1M', 'count=4', 'iflag=direct']);
+    assert.equal(readCowHeader(`${mnt}/.datto1`).flags & 1, 0, 'the old COW file must not be CLEAN: its index is not on disk');
+  });
+}
