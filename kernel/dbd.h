@@ -69,7 +69,7 @@ struct dbd_cow {
 	u64 falloc_mib;		/* remembered fallocated size */
 	bool index_only;
 	bool unlinked;
-	/* the task in the module's own fsync of the file (its flush must not wait) */
+	/* the task in the module's own fsync of the file (flushes must not wait) */
 	struct task_struct *fsync_task;
 	/* data appends (under lock): DBD_COW_BATCH entries each */
 	struct bio_vec *wvec;

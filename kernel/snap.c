@@ -967,10 +967,11 @@ int dbd_snap_flush(struct dbd_snap *s)
  * device: a caller that synced its data knows the snapshot holds the
  * originals, and a full COW file has failed the snapshot by the time
  * sync() returns.  Called in the submitter's context before the flush is
- * passed on.  Not for the module's own fsync of the COW file (the COW
- * thread needs the lock it holds), a task inside a journal handle, the
- * engine's threads, nor while throttling is off (dormant, freezing,
- * failed, stalled).  The COW thread can itself wait for the flusher: a
+ * passed on.  Not while the module fsyncs the COW file (it holds the lock
+ * the COW thread needs and waits for the journal commit that sends this
+ * flush, measured: the commit of a remount-ro's fsync), for a task inside
+ * a journal handle, the engine's threads, nor while throttling is off
+ * (dormant, freezing, failed, stalled).  The COW thread can itself wait for the flusher: a
  * freeze (its writes wait for the thaw) or a journal commit (its writes
  * need journal space the commit frees).  So the wait ends when the engine
  * made no progress for DBD_THROTTLE_WAIT (DBD_FLUSH_WAIT at most) and
@@ -992,7 +993,12 @@ static bool snap_flush_reached(struct dbd_snap *s, u64 held, u64 *queued,
 	ok = *queued != U64_MAX && s->saved_pages >= *queued;
 	*progress = s->held_out + s->saved_pages;
 	spin_unlock(&s->lock);
-	return ok || snap_throttle_off(s);
+	/*
+	 * The module's own fsync of the COW file holds cow->lock, which the
+	 * COW thread needs, and waits for the journal commit that may be
+	 * this very flush: never wait while one is running.
+	 */
+	return ok || snap_throttle_off(s) || READ_ONCE(s->cow->fsync_task);
 }
 
 void dbd_snap_flush_wait(struct dbd_snap *s)
@@ -1000,7 +1006,7 @@ void dbd_snap_flush_wait(struct dbd_snap *s)
 	unsigned long start = jiffies, moved = jiffies;
 	u64 held, queued = U64_MAX, progress, last;
 
-	if (snap_throttle_off(s) || READ_ONCE(s->cow->fsync_task) == current ||
+	if (snap_throttle_off(s) || READ_ONCE(s->cow->fsync_task) ||
 	    current == s->mrf_task || current == s->cow_task ||
 	    current->journal_info)
 		return;
