@@ -140,6 +140,8 @@ struct dbd_dev {
 	sector_t size;
 	struct dbd_cow *cow;	/* NULL when unverified / dormant */
 	u64 falloc_mib;		/* remembered COW size (MiB) */
+	/* changed under eng_lock: dbd_dev_fail reads them from any context */
+	spinlock_t eng_lock;
 	struct dbd_snap *snap;
 	struct dbd_inc *inc;
 	struct dbd_trace *trace;

@@ -60,14 +60,41 @@ static void dev_enter(struct dbd_dev *dev, enum dbd_event ev)
 
 void dbd_dev_fail(struct dbd_dev *dev, int err)
 {
+	unsigned long flags;
+
 	if (atomic_cmpxchg(&dev->fail_code, 0, err) != 0)
 		return;
 	dbd_err("device %u failed: %d", dev->minor, err);
-	/* the engine threads drop their queues and discard the COW file */
+	/*
+	 * The engine threads drop their queues and discard the COW file.
+	 * Called from bio completions and engine threads too, while an ioctl
+	 * may be replacing the engines: an engine is freed only after it is
+	 * unpublished under eng_lock.
+	 */
+	spin_lock_irqsave(&dev->eng_lock, flags);
 	if (dev->snap)
 		dbd_snap_wake(dev->snap);
 	if (dev->inc)
 		dbd_inc_wake(dev->inc);
+	spin_unlock_irqrestore(&dev->eng_lock, flags);
+}
+
+static void dev_set_snap(struct dbd_dev *dev, struct dbd_snap *snap)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(&dev->eng_lock, flags);
+	dev->snap = snap;
+	spin_unlock_irqrestore(&dev->eng_lock, flags);
+}
+
+static void dev_set_inc(struct dbd_dev *dev, struct dbd_inc *inc)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(&dev->eng_lock, flags);
+	dev->inc = inc;
+	spin_unlock_irqrestore(&dev->eng_lock, flags);
 }
 
 static struct dbd_dev *dev_alloc(unsigned int minor, unsigned long cache_size)
@@ -79,6 +106,7 @@ static struct dbd_dev *dev_alloc(unsigned int minor, unsigned long cache_size)
 	dev->minor = minor;
 	dev->cache_size = cache_size;
 	atomic_set(&dev->fail_code, 0);
+	spin_lock_init(&dev->eng_lock);
 	atomic_set(&dev->refs, 0);
 	kref_init(&dev->kref);
 	return dev;
@@ -181,12 +209,12 @@ static void dev_teardown_active(struct dbd_dev *dev, bool unlink)
 	if (snap) {
 		dbd_snap_stop(snap);
 		dbd_snap_disk_del(dev);
-		dev->snap = NULL;
+		dev_set_snap(dev, NULL);
 		dbd_snap_free(snap);
 	}
 	dbd_snap_disk_del(dev);
 	if (inc) {
-		dev->inc = NULL;
+		dev_set_inc(dev, NULL);
 		dbd_inc_free(inc);
 	}
 	if (t) {
@@ -205,6 +233,7 @@ int dbd_dev_setup_snap(unsigned int minor, const char *bdev_path,
 {
 	struct super_block *sb = NULL;
 	struct dbd_trace *t = NULL;
+	struct dbd_snap *snap;
 	struct dbd_dev *dev;
 	int ret;
 
@@ -240,18 +269,18 @@ int dbd_dev_setup_snap(unsigned int minor, const char *bdev_path,
 	dev->falloc_mib = dev->cow->falloc_mib;
 	dev_enter(dev, DBD_EV_SETUP);
 
-	dev->snap = dbd_snap_create(dev, dev->cow);
-	if (IS_ERR(dev->snap)) {
-		ret = PTR_ERR(dev->snap);
-		dev->snap = NULL;
+	snap = dbd_snap_create(dev, dev->cow);
+	if (IS_ERR(snap)) {
+		ret = PTR_ERR(snap);
 		goto err;
 	}
+	dev_set_snap(dev, snap);
 	t = dbd_trace_alloc(dev);
 	if (!t) {
 		ret = -ENOMEM;
 		goto err;
 	}
-	t->snap = dev->snap;
+	t->snap = snap;
 	ret = dbd_trace_install(dev, t);
 	if (ret) {
 		dbd_trace_free(t);
@@ -354,7 +383,7 @@ int dbd_dev_transition_inc(struct dbd_dev *dev)
 		dbd_inc_free(inc);
 		return ret;
 	}
-	dev->inc = inc;
+	dev_set_inc(dev, inc);
 	/* the old snapshot engine drains (data flushed by the freeze) */
 	dbd_snap_stop(snap);
 	if (!dbd_dev_failed(dev)) {
@@ -363,7 +392,7 @@ int dbd_dev_transition_inc(struct dbd_dev *dev)
 			dbd_dev_fail(dev, ret);
 	}
 	dbd_snap_disk_del(dev);
-	dev->snap = NULL;
+	dev_set_snap(dev, NULL);
 	dbd_snap_free(snap);
 	dbd_trace_free(old);
 	dev->has_auto_expand = false;
@@ -381,6 +410,7 @@ int dbd_dev_transition_snap(struct dbd_dev *dev, const char *cow_path,
 	struct dbd_trace *old = dev->trace, *t = NULL;
 	struct dbd_cow *old_cow = dev->cow, *cow;
 	struct dbd_inc *inc = dev->inc;
+	struct dbd_snap *snap = NULL;
 	struct super_block *sb;
 	unsigned long old_cache = dev->cache_size;
 	char *rel = NULL;
@@ -399,23 +429,25 @@ int dbd_dev_transition_snap(struct dbd_dev *dev, const char *cow_path,
 		dev->cache_size = old_cache;
 		return ret;
 	}
-	dev->snap = dbd_snap_create(dev, cow);
-	if (IS_ERR(dev->snap)) {
-		ret = PTR_ERR(dev->snap);
+	snap = dbd_snap_create(dev, cow);
+	if (IS_ERR(snap)) {
+		ret = PTR_ERR(snap);
+		snap = NULL;
 		goto err;
 	}
+	dev_set_snap(dev, snap);
 	dev->cow = cow;
 	t = dbd_trace_alloc(dev);
 	if (!t) {
 		ret = -ENOMEM;
 		goto err;
 	}
-	t->snap = dev->snap;
+	t->snap = snap;
 	ret = dbd_trace_install(dev, t);
 	if (ret)
 		goto err;
 	/* old incremental engine drains into the old index, file closed */
-	dev->inc = NULL;
+	dev_set_inc(dev, NULL);
 	dbd_inc_free(inc);
 	dbd_trace_free(old);
 	/*
@@ -444,9 +476,9 @@ int dbd_dev_transition_snap(struct dbd_dev *dev, const char *cow_path,
 err:
 	dbd_trace_free(t);
 	dbd_snap_disk_del(dev);
-	if (!IS_ERR_OR_NULL(dev->snap))
-		dbd_snap_free(dev->snap);
-	dev->snap = NULL;
+	dev_set_snap(dev, NULL);
+	if (snap)
+		dbd_snap_free(snap);
 	dev->cow = old_cow;
 	dev->cache_size = old_cache;
 	dbd_cow_close(cow, true);
@@ -699,22 +731,24 @@ static void dev_activate_unverified(struct dbd_dev *dev,
 		goto err;
 	}
 	if (snapshot) {
-		dev->snap = dbd_snap_create(dev, dev->cow);
-		if (IS_ERR(dev->snap)) {
-			ret = PTR_ERR(dev->snap);
-			dev->snap = NULL;
+		struct dbd_snap *snap = dbd_snap_create(dev, dev->cow);
+
+		if (IS_ERR(snap)) {
+			ret = PTR_ERR(snap);
 			goto err;
 		}
-		ret = dbd_snap_load_done(dev->snap);
-		t->snap = dev->snap;
+		dev_set_snap(dev, snap);
+		ret = dbd_snap_load_done(snap);
+		t->snap = snap;
 	} else {
-		dev->inc = dbd_inc_create(dev, dev->cow);
-		if (IS_ERR(dev->inc)) {
-			ret = PTR_ERR(dev->inc);
-			dev->inc = NULL;
+		struct dbd_inc *inc = dbd_inc_create(dev, dev->cow);
+
+		if (IS_ERR(inc)) {
+			ret = PTR_ERR(inc);
 			goto err;
 		}
-		t->inc = dev->inc;
+		dev_set_inc(dev, inc);
+		t->inc = inc;
 	}
 	if (ret)
 		goto err;

@@ -140,7 +140,7 @@ export interface VmContext {
   /** modprobe from the guest kernel's module tree (ext4, xfs, loop, dm-flakey, ...) */
   modprobe(name: string): void;
 
-  /** mkfs.ext4 / mkfs.xfs on a device (forced, quiet) */
+  /** mkfs.ext4 / mkfs.xfs on a device (forced, quiet; ext4 without lazy init unless extraArgs has its own -E) */
   mkfs(kind: 'ext4' | 'xfs', dev: string, extraArgs?: readonly string[]): void;
   /** mount on a fresh directory under /mnt and return it; unmounted after the case */
   mount(dev: string, opts?: { type?: string; options?: string; dir?: string }): string;

@@ -127,7 +127,11 @@ export class CaseContext implements VmContext {
   }
 
   mkfs(kind: 'ext4' | 'xfs', dev: string, extraArgs: readonly string[] = []): void {
-    if (kind === 'ext4') this.run(['mkfs.ext4', '-F', '-q', ...extraArgs, dev]);
+    // ext4: inode tables and journal zeroed by mkfs unless the case passes
+    // its own -E; ext4lazyinit would otherwise write them in the background
+    // after mount, into whatever snapshot the case has set up by then
+    const lazy = kind === 'ext4' && !extraArgs.includes('-E') ? ['-E', 'lazy_itable_init=0,lazy_journal_init=0'] : [];
+    if (kind === 'ext4') this.run(['mkfs.ext4', '-F', '-q', ...lazy, ...extraArgs, dev]);
     else this.run(['mkfs.xfs', '-f', '-q', ...extraArgs, dev]);
   }
 
