@@ -19,7 +19,7 @@ import {
 import { ERRNO } from '../src/abi/errno.js';
 import { decodeEntries, encodeEntries } from '../src/format/cow-index.js';
 import { blocksCeil, cacheAllowance, geometry, type Geometry } from '../src/format/geometry.js';
-import { decodeHeader, encodeHeader, headerLayoutError, newHeader } from '../src/format/header.js';
+import { decodeHeader, encodeHeader, headerLayoutError, indexEntrySaved, newHeader } from '../src/format/header.js';
 import type { Counters, Faults } from './faults.js';
 import { FsError, type FsNamespace, type NsFile } from './fs-namespace.js';
 
@@ -278,6 +278,19 @@ export class CowManager {
     if (!f.inode.unlinked) this.ns.forceUnlink(f.path);
     f.close();
     this.file = null;
+  }
+
+  /**
+   * A reloaded snapshot file: the first block (of nblocks) whose index
+   * entry does not point at saved data, or -1 (kernel dbd_cow_scan).
+   */
+  firstBadEntry(nblocks: number): number {
+    for (let b = 0; b < nblocks; b++) {
+      const v = this.get(b);
+      if (v !== 0 && !indexEntrySaved(v, this.geo, this.fpos)) return b;
+      if (b % COW_SECTION_ENTRIES === COW_SECTION_ENTRIES - 1) this.maybeEvict();
+    }
+    return -1;
   }
 
   /** Read (part of) a saved data block. */

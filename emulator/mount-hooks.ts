@@ -8,7 +8,7 @@
 
 import { STATE_ACTIVE, STATE_UNVERIFIED, State } from '../src/abi/constants.js';
 import { ERRNO } from '../src/abi/errno.js';
-import { fallocMib } from '../src/format/geometry.js';
+import { blocksCeil, fallocMib } from '../src/format/geometry.js';
 import { CowManager } from './cow-manager.js';
 import { FsError } from './fs-namespace.js';
 import type { SnapDevice } from './snap-device.js';
@@ -35,6 +35,17 @@ function activateUnverified(w: World, dev: SnapDevice, vol: Volume, mountPoint: 
     cm = CowManager.reload(vol.fs, rel, vol.sizeSectors, !snapshot, dev.cacheSize || w.defaultCacheSize, w.counters, w.faults);
   } catch (e) {
     dev.error = -errnoOf(e);
+    return;
+  }
+  // a snapshot's entries must point at saved data (kernel dbd_cow_scan);
+  // the refused file is left clean, as it was
+  if (snapshot && cm.firstBadEntry(blocksCeil(vol.sizeSectors)) >= 0) {
+    try {
+      cm.closeClean();
+    } catch {
+      // the kernel warns and keeps the error below
+    }
+    dev.error = -ERRNO.EINVAL;
     return;
   }
   dev.vol = vol;

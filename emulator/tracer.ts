@@ -7,6 +7,7 @@
 import { COW_BLOCK_SIZE } from '../src/abi/constants.js';
 import { ERRNO } from '../src/abi/errno.js';
 import { mibBytes } from '../src/format/geometry.js';
+import { indexEntrySaved } from '../src/format/header.js';
 import type { CowManager } from './cow-manager.js';
 import { FsError } from './fs-namespace.js';
 import type { SnapDevice } from './snap-device.js';
@@ -138,6 +139,11 @@ export function snapshotRead(w: World, dev: SnapDevice, off: number, out: Uint8A
     const n = Math.min(COW_BLOCK_SIZE - inBlk, end - pos);
     const dst = out.subarray(pos - off, pos - off + n);
     const v = cm.get(b);
+    if (v !== 0 && !indexEntrySaved(v, cm.geo, cm.fpos)) {
+      // never the header, the index or a block not appended yet
+      failDevice(dev, ERRNO.EIO);
+      return ERRNO.EIO;
+    }
     try {
       if (v !== 0) cm.readData(v, dst, inBlk);
       else vol.readInto(pos, dst);

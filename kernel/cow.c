@@ -744,7 +744,12 @@ int dbd_cow_save_blocks(struct dbd_cow *cow, const u64 *blocks,
 	return err;
 }
 
-/* set a bit for every block whose index entry is non-zero */
+/*
+ * Set a bit for every block whose index entry is non-zero.  A reloaded
+ * snapshot's entries must point at saved data, [first_data_blk, fpos):
+ * any other entry (a corrupt or crafted file) would make /dev/dattoN read
+ * the header, the index or data appended later as that block (-EINVAL).
+ */
 int dbd_cow_scan(struct dbd_cow *cow, unsigned long *bitmap, u64 nbits)
 {
 	u64 s, i, *map;
@@ -755,11 +760,21 @@ int dbd_cow_scan(struct dbd_cow *cow, unsigned long *bitmap, u64 nbits)
 		ret = cow_section(cow, s, &map);
 		for (i = 0; !ret && i < DBD_SECTION_ENTRIES; i++) {
 			u64 b = s * DBD_SECTION_ENTRIES + i;
+			u64 v = le64_to_cpu(map[i]);
 
-			if (b < nbits && map[i])
-				set_bit(b, bitmap);
+			if (b >= nbits || !v)
+				continue;
+			if (!dbd_index_entry_saved(v, &cow->geo, cow->hdr.fpos)) {
+				ret = -EINVAL;
+				dbd_err("cow file index entry of block %llu points outside the saved data (%llu): %d",
+					(unsigned long long)b,
+					(unsigned long long)v, ret);
+				break;
+			}
+			set_bit(b, bitmap);
 		}
 		mutex_unlock(&cow->lock);
+		cond_resched();
 	}
 	return ret;
 }

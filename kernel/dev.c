@@ -697,6 +697,7 @@ static void dev_activate_unverified(struct dbd_dev *dev,
 	bool snapshot = before & DBD_STATE_SNAPSHOT;
 	struct dbd_trace *t = NULL;
 	char *abs = NULL, *rel = NULL;
+	bool traced = false;
 	int ret;
 
 	if (dbd_bdev_open(dev->bdev_path, &dev->base))
@@ -755,6 +756,7 @@ static void dev_activate_unverified(struct dbd_dev *dev,
 	ret = dbd_trace_install(dev, t);
 	if (ret)
 		goto err;
+	traced = true;
 	/* /dev/dattoN appears only once writes are traced */
 	if (snapshot) {
 		ret = dbd_snap_disk_add(dev);
@@ -770,7 +772,14 @@ static void dev_activate_unverified(struct dbd_dev *dev,
 	return;
 
 err:
-	/* back to unverified, with the error (the COW file is kept) */
+	/*
+	 * Back to unverified, with the error.  The COW file is kept; if
+	 * nothing was traced it is as it was, and clean again: a reload
+	 * after the cause is gone must still find it reloadable.
+	 */
+	if (dev->cow && !traced && dbd_cow_sync(dev->cow, true))
+		dbd_warn("cannot mark the refused cow file of device %u clean again",
+			 dev->minor);
 	if (dev->trace != t)
 		dbd_trace_free(t);
 	dev_teardown_active(dev, false);

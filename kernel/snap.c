@@ -687,7 +687,9 @@ static int snap_load_window(struct dbd_reader *r, u64 first, unsigned int n)
 			continue;
 		}
 		ret = dbd_cow_get(s->cow, first + i, &val);
-		if (!ret && val < s->cow->geo.first_data_blk)
+		/* saved data only: never the header, the index or a hole */
+		if (!ret && !dbd_index_entry_saved(val, &s->cow->geo,
+						   READ_ONCE(s->cow->hdr.fpos)))
 			ret = -EIO;
 		while (!ret && i + len < n && src[i + len] == SRC_COW &&
 		       !dbd_cow_get(s->cow, first + i + len, &next) &&

@@ -151,6 +151,13 @@ void dbd_index_entry_encode(u64 value, u8 out[8]);
 u64 dbd_index_entry_decode(const u8 in[8]);
 u64 dbd_index_entry_offset(u64 block);
 
+/*
+ * A snapshot file's non-zero index entry must point at saved data:
+ * first_data_blk <= value < fpos.  Anything else (a corrupt or crafted
+ * file) would read the header, the index or later data as the block.
+ */
+bool dbd_index_entry_saved(u64 value, const struct dbd_geometry *g, u64 fpos);
+
 /* ---------------------------------------------------------------------- */
 /* ioctl argument checks (SPEC 1.4, 3.3)                                   */
 

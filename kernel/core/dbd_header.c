@@ -107,6 +107,11 @@ u64 dbd_index_entry_decode(const u8 in[8])
 	return get_le64(in);
 }
 
+bool dbd_index_entry_saved(u64 value, const struct dbd_geometry *g, u64 fpos)
+{
+	return value >= g->first_data_blk && value < fpos;
+}
+
 u64 dbd_index_entry_offset(u64 block)
 {
 	return DBD_HEADER_BYTES + 8 * block;

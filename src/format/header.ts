@@ -145,6 +145,15 @@ export function randomUuid(rand: () => number = Math.random): Uint8Array {
 }
 
 /**
+ * Does a snapshot file's non-zero index entry point at saved data
+ * (kernel/core dbd_index_entry_saved)? firstDataBlk <= value < fpos; any
+ * other entry would read the header, the index or later data as the block.
+ */
+export function indexEntrySaved(value: number, geo: { firstDataBlk: number }, fpos: number): boolean {
+  return value >= geo.firstDataBlk && value < fpos;
+}
+
+/**
  * Reload / reopen: does the header fit the device geometry and the file's
  * size? (kernel/core dbd_header_check_layout.) Returns why not, or null.
  * The index must be in the file; for a snapshot file appends must not land

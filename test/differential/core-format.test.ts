@@ -21,6 +21,7 @@ import {
   fallocMib,
   geometry,
   headerLayoutError,
+  indexEntrySaved,
   indexEntryOffset,
   MAX_COW_MIB,
   readIndexEntry,
@@ -267,6 +268,34 @@ describe('reload / reopen header checks (dbd_header_check_reload)', () => {
         expect(core.headerCheckReload(encodeHeader({ ...base, flags: flags | FLAG_INDEX_ONLY, version }), true)).toBe(0);
       }
     }
+  });
+});
+
+describe('snapshot index entries point at saved data (dbd_index_entry_saved)', () => {
+  it('agree with the emulator (src/format/header indexEntrySaved), around the first data block and fpos', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 8, max: 2 ** 34 }),
+        fc.integer({ min: 0, max: 2 ** 40 }),
+        fc.constantFrom('first', 'fpos', 'any'),
+        fc.integer({ min: -2, max: 2 }),
+        (sizeSectors, fposAny, mode, delta) => {
+          const geo = geometry(sizeSectors);
+          const fpos = geo.firstDataBlk + (fposAny % 1000);
+          const base = mode === 'first' ? geo.firstDataBlk : mode === 'fpos' ? fpos : fposAny;
+          const value = Math.max(0, base + delta);
+          expect(core.indexEntrySaved(value, sizeSectors, fpos)).toBe(indexEntrySaved(value, geo, fpos));
+        },
+      ),
+      fcParams(),
+    );
+    const g = geometry(2097152); // 1 GiB: first data block 513
+    expect(g.firstDataBlk).toBe(513);
+    expect(core.indexEntrySaved(512, 2097152, 600)).toBe(false);
+    expect(core.indexEntrySaved(513, 2097152, 600)).toBe(true);
+    expect(core.indexEntrySaved(599, 2097152, 600)).toBe(true);
+    expect(core.indexEntrySaved(600, 2097152, 600)).toBe(false);
+    expect(indexEntrySaved(513, g, 513)).toBe(false);
   });
 });
 

@@ -78,6 +78,8 @@ export interface Core {
   headerCheckLayout(bytes: Uint8Array, sizeSectors: U64In, indexOnly: boolean, fileBytes: U64In): number;
   indexEntryEncode(value: U64In): Buffer;
   indexEntryDecode(bytes: Uint8Array): bigint;
+  /** dbd_index_entry_saved: first_data_blk <= value < fpos for a device size. */
+  indexEntrySaved(value: U64In, sizeSectors: U64In, fpos: U64In): boolean;
   indexEntryOffset(block: U64In): bigint;
   /** 0 or a negative errno. */
   checkCmd(cmd: number, minor: number, maxDevices: number, view: CoreMinorView): number;

@@ -336,6 +336,54 @@ describe('mount events, reboot, crash', () => {
     expectBytes(e.readFile('/mnt/cow1').subarray(0, 64), hb, 'header');
   });
 
+  it('reload of a clean file whose index points outside the saved data is refused, the file left clean; the repaired file reloads', () => {
+    const e = world();
+    const before = pattern(4 * K4, 1);
+    e.write('/dev/sda1', 0, before);
+    setup(e);
+    e.write('/dev/sda1', 0, pattern(4 * K4, 2));
+    e.umount('/mnt');
+    e.ctl.destroy(0);
+    const fs = e.world.volumes.get('/dev/sda1')!.fs;
+    const size = fs.open('/cow1').size();
+    const good = new Uint8Array(size);
+    fs.open('/cow1').read(good, 0);
+    const h = decodeHeader(good);
+    const g = geometry(e.world.volumes.get('/dev/sda1')!.sizeSectors);
+    expect(readIndexEntry(good, 2)).toBeGreaterThanOrEqual(g.firstDataBlk);
+    // block 2's entry: the next append (fpos), then a block of the index
+    for (const bad of [h.fpos, h.fpos + 1000, 3]) {
+      const b = good.slice();
+      new DataView(b.buffer).setBigUint64(4096 + 8 * 2, BigInt(bad), true);
+      const f = fs.open('/cow1');
+      f.write(b, 0);
+      f.close();
+      e.ctl.reloadSnapshot({ minor: 0, bdev: '/dev/sda1', cow: '/cow1', cacheSize: 0 });
+      e.mount('/dev/sda1', '/mnt');
+      expect(e.ctl.info(0), `entry ${bad}`).toMatchObject({ state: 5, error: -22 });
+      expectBytes(e.readFile('/mnt/cow1'), b, `entry ${bad}: the refused file`);
+      e.umount('/mnt');
+      e.ctl.destroy(0);
+    }
+    const f = fs.open('/cow1');
+    f.write(good, 0);
+    f.close();
+    e.ctl.reloadSnapshot({ minor: 0, bdev: '/dev/sda1', cow: '/cow1', cacheSize: 0 });
+    e.mount('/dev/sda1', '/mnt');
+    expect(e.ctl.info(0)).toMatchObject({ state: 3, error: 0 });
+    expectBytes(e.readSnapshot(0, 0, 4 * K4), before);
+  });
+
+  it('a snapshot read of an entry outside the saved data fails the device with EIO, never returns other bytes', () => {
+    const e = world();
+    setup(e);
+    e.write('/dev/sda1', 0, pattern(K4, 2));
+    const dev = e.world.devices[0]!;
+    dev.cm!.set(0, 3); // an index block
+    expect(errnoOf(() => e.readSnapshot(0, 0, K4))).toBe('EIO');
+    expect(e.ctl.info(0).error).toBe(-5);
+  });
+
   it('reload of a wrong-mode file fails at activation', () => {
     const e = world();
     setup(e);

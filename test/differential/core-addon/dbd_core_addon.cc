@@ -242,6 +242,17 @@ Napi::Value IndexEntryDecode(const Napi::CallbackInfo &info)
 		   dbd_index_entry_decode(BytesArg(info, 0, 8, "bytes")));
 }
 
+/* (value, sizeSectors, fpos): does a snapshot entry point at saved data? */
+Napi::Value IndexEntrySaved(const Napi::CallbackInfo &info)
+{
+	struct dbd_geometry g;
+
+	dbd_geometry_init(&g, ArgU64(info, 1, "sizeSectors"));
+	return Napi::Boolean::New(info.Env(),
+				  dbd_index_entry_saved(ArgU64(info, 0, "value"), &g,
+							ArgU64(info, 2, "fpos")));
+}
+
 Napi::Value IndexEntryOffset(const Napi::CallbackInfo &info)
 {
 	return Big(info.Env(), dbd_index_entry_offset(ArgU64(info, 0, "block")));
@@ -443,6 +454,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports)
 		    Napi::Function::New(env, HeaderCheckLayout));
 	exports.Set("indexEntryEncode", Napi::Function::New(env, IndexEntryEncode));
 	exports.Set("indexEntryDecode", Napi::Function::New(env, IndexEntryDecode));
+	exports.Set("indexEntrySaved", Napi::Function::New(env, IndexEntrySaved));
 	exports.Set("indexEntryOffset", Napi::Function::New(env, IndexEntryOffset));
 	exports.Set("checkCmd", Napi::Function::New(env, CheckCmd));
 	exports.Set("maxDevices", Napi::Function::New(env, MaxDevices));

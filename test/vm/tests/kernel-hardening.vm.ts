@@ -377,6 +377,63 @@ export async function reloadRefusesHeadersThatDoNotFit(t: VmContext): Promise<vo
   assert.equal(intact.code, 0, `e2fsck after the refused reloads: ${intact.stdout.slice(-400)}`);
 }
 
+/*
+ * A clean snapshot file whose index points outside its saved data (the
+ * header, the index, or past fpos where later appends land): the old module
+ * reloaded it and /dev/datto0 then read those bytes as the block, zeros
+ * past the end, or EIO. Now the reload is refused at the rw mount (EINVAL,
+ * unverified), the file is left as it was (clean), and once repaired it
+ * reloads and reads the snapshot.
+ */
+export async function reloadRefusesIndexEntriesOutsideTheData(t: VmContext): Promise<void> {
+  const part = partition(t, t.disks[0]!, 96);
+  t.mkfs('ext4', part, ['-b', '4096']);
+  let mnt = t.mount(part);
+  writeFileSync(join(mnt, 'described'), describedFile(1024, 1));
+  t.sh('sync');
+  const [[start]] = blockRuns(fileBlockMap(t, `${mnt}/described`)) as [[number, number]];
+  t.loadModule();
+  t.ioctl.setup(0, part, `${mnt}/.datto`, 16);
+  const snapHash = t.sh(`dd if=/dev/datto0 bs=4096 skip=${start} count=64 iflag=direct status=none | sha256sum`).stdout;
+  t.sh(`dd if=/dev/urandom of=${mnt}/described bs=4k count=64 conv=notrunc status=none && sync`);
+  umountExplained(t, mnt);
+  t.ioctl.destroy(0);
+  mnt = t.mount(part, { dir: mnt });
+  const good = readFileSync(`${mnt}/.datto`);
+  const h = readCowHeader(`${mnt}/.datto`);
+  assert.equal(h.flags & 1, 1, 'the COW file must be CLEAN');
+  const entryOff = 4096 + 8 * start;
+  assert.ok(good.readBigUInt64LE(entryOff) > 1n, `block ${start} has no saved data in the COW file`);
+  for (const [bad, what] of [
+    [h.fpos, 'the next append (fpos)'],
+    [h.fpos + 100n, 'past fpos'],
+    [1n, 'the index'],
+  ] as Array<[bigint, string]>) {
+    const b = Buffer.from(good);
+    b.writeBigUInt64LE(bad, entryOff);
+    writeFileSync(`${mnt}/.datto`, b);
+    t.sh('sync');
+    umountExplained(t, mnt);
+    t.ioctl.reloadSnap(0, part, '/.datto');
+    t.mount(part, { dir: mnt });
+    const info = t.ioctl.info(0);
+    if (info.state !== 5) t.log(`entry -> ${what}: /dev/datto0 reads ${t.sh(`dd if=/dev/datto0 bs=4096 skip=${start} count=64 iflag=direct status=none | sha256sum`, { allowFail: true }).stdout.trim()}`);
+    assert.deepEqual([info.state, info.error], [5, -22], `entry -> ${what}: the reload must be refused (unverified, EINVAL)`);
+    assert.ok(readFileSync(`${mnt}/.datto`).equals(b), `entry -> ${what}: a refused COW file must be left as it was`);
+    t.ioctl.destroy(0);
+  }
+  // repaired: the same file reloads and /dev/datto0 shows the snapshot
+  writeFileSync(`${mnt}/.datto`, good);
+  t.sh('sync');
+  umountExplained(t, mnt);
+  t.ioctl.reloadSnap(0, part, '/.datto');
+  t.mount(part, { dir: mnt });
+  assert.deepEqual([t.ioctl.info(0).state, t.ioctl.info(0).error], [3, 0], 'the repaired file must reload');
+  const now = t.sh(`dd if=/dev/datto0 bs=4096 skip=${start} count=64 iflag=direct status=none | sha256sum`).stdout;
+  assert.equal(now, snapHash, 'the reloaded snapshot must read the data of the snapshot instant');
+  t.ioctl.destroy(0);
+}
+
 /** /dev/datto0 must not exist (nor be read and cached) before the snapshot instant: only after the freeze. */
 export async function snapshotDeviceAppearsAfterTheInstant(t: VmContext): Promise<void> {
   const under = partition(t, t.disks[0]!, 128);
