@@ -34,6 +34,7 @@
 #define DBD_BATCH_PAGES 4096		/* 16 MiB read per mrf batch */
 #define DBD_CLONE_PAGES 256		/* 1 MiB per read bio */
 #define DBD_PENDING_LIMIT 16384		/* 64 MiB read but not yet saved */
+#define DBD_PENDING_HARD (2 * DBD_PENDING_LIMIT)	/* the mrf thread waits */
 #define DBD_THROTTLE_WAIT (2 * HZ)	/* longest wait of one throttled write */
 #define DBD_FLUSH_WAIT (10 * HZ)	/* longest wait of one flush */
 #define DBD_WINDOW_BLOCKS 256		/* snapshot read window */
@@ -486,6 +487,38 @@ static void snap_batch_commit(struct dbd_snap *s, struct dbd_batch *b)
 	b->n = 0;
 }
 
+/*
+ * Room for one more original before it is read.  Writers the throttle
+ * does not hold back (kernel threads: writeback, a large WRITE_ZEROES or
+ * discard-less zeroing from any task, which is one bio of up to GiBs)
+ * would otherwise pin a page per block of one bio: at DBD_PENDING_HARD
+ * the mrf thread commits what it has and waits for the COW thread, as
+ * long as that makes progress (DBD_THROTTLE_WAIT, as the throttle: a COW
+ * thread stuck behind a write held here must not deadlock).  Past a
+ * quarter of RAM the snapshot fails (-ENOMEM) rather than the machine.
+ */
+static int snap_mrf_room(struct dbd_snap *s, struct dbd_batch *b)
+{
+	unsigned long ceiling = max_t(unsigned long, DBD_PENDING_HARD,
+				      totalram_pages() / 4);
+	long left;
+
+	if (READ_ONCE(s->pending_pages) + b->n < DBD_PENDING_HARD)
+		return 0;
+	if (READ_ONCE(s->pending_pages) + b->n >= ceiling)
+		return -ENOMEM;
+	if (snap_throttle_off(s))
+		return 0;
+	snap_batch_commit(s, b);
+	left = wait_event_timeout(s->throttle_wq,
+				  READ_ONCE(s->pending_pages) <
+				  DBD_PENDING_LIMIT || snap_throttle_off(s),
+				  DBD_THROTTLE_WAIT);
+	if (!left)
+		WRITE_ONCE(s->cow_stalled, true);
+	return 0;
+}
+
 static int snap_mrf_thread(void *data)
 {
 	struct dbd_snap *s = data;
@@ -533,6 +566,11 @@ static int snap_mrf_thread(void *data)
 					continue;
 				if (b->n == DBD_BATCH_PAGES)
 					snap_batch_commit(s, b);
+				if (snap_mrf_room(s, b)) {
+					dbd_err("original data waiting for the cow file exceeds a quarter of memory");
+					dbd_dev_fail(s->dev, -ENOMEM);
+					break;
+				}
 				pg = alloc_page(GFP_NOIO);
 				if (!pg) {
 					dbd_dev_fail(s->dev, -ENOMEM);

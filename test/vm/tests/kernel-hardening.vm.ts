@@ -524,3 +524,71 @@ export async function transitionReportsAnUnclosableOldCowFile(t: VmContext): Pro
     assert.equal(readCowHeader(`${mnt}/.datto1`).flags & 1, 0, 'the old COW file must not be CLEAN: its index is not on disk');
   });
 }
+
+/*
+ * Originals read but not yet saved are bounded, even for writers that are
+ * never throttled (kernel threads) or throttled only after their bio is held
+ * (one write-zeroes bio covers up to 2 GiB on virtio). Here the COW thread
+ * cannot save at all: an external fsfreeze blocks its writes, while a
+ * 760 MiB BLKZEROOUT below the filesystem goes on. The old module read a
+ * page per block of the whole bio and kept them (760 MiB of a 2 GiB guest;
+ * a 4 GiB zeroout pins 4 GiB). Now the snapshot fails with ENOMEM at a
+ * quarter of RAM and the memory is bounded; the origin gets its zeroes.
+ */
+export async function originalsPinAtMostAQuarterOfMemory(t: VmContext): Promise<void> {
+  // the filesystem takes the first 200 MiB; the zeroed range lies past its
+  // end, written through the partition before the snapshot
+  const part = partition(t, t.disks[0]!, 1000);
+  t.run(['mkfs.ext4', '-F', '-q', '-b', '4096', '-E', 'lazy_itable_init=0,lazy_journal_init=0', part, '200M']);
+  const mnt = t.mount(part);
+  const offMiB = 220;
+  const lenMiB = 760;
+  t.sh(`dd if=/dev/urandom of=${part} bs=1M seek=${offMiB} count=${lenMiB} oflag=direct conv=fsync status=none`);
+  const zmax = Number(t.sh(`cat /sys/block/${t.disks[0]!.replace('/dev/', '')}/queue/write_zeroes_max_bytes`).stdout.trim());
+  assert.ok(zmax >= lenMiB << 20, `write-zeroes bios of at most ${zmax} bytes: the test needs one bio`);
+  const ramMiB = Number(t.sh(`awk '/^MemTotal/ {print $2}' /proc/meminfo`).stdout.trim()) / 1024;
+  assert.ok(ramMiB / 4 < lenMiB - 100, `guest RAM ${ramMiB.toFixed(0)} MiB: a quarter is not well below the ${lenMiB} MiB zeroed`);
+  t.loadModule();
+  t.ioctl.setup(0, part, `${mnt}/.datto`, 50);
+  t.sh('sync && echo 3 > /proc/sys/vm/drop_caches');
+  // MemFree sampled every 10 ms while blkdiscard runs with the filesystem
+  // frozen (one process: a shell loop under TCG samples too rarely)
+  const py = `
+import subprocess, sys, threading, time
+def free():
+    with open('/proc/meminfo') as f:
+        for l in f:
+            if l.startswith('MemFree:'):
+                return int(l.split()[1])
+free0 = free(); low = free0; n = 0; done = False
+def sample():
+    global low, n
+    while not done:
+        low = min(low, free()); n += 1; time.sleep(0.01)
+th = threading.Thread(target=sample); th.start(); time.sleep(0.1)
+subprocess.check_call(['fsfreeze', '-f', sys.argv[4]])
+t0 = time.time()
+rc = subprocess.call(['blkdiscard', '-f', '-z', '-o', sys.argv[1], '-l', sys.argv[2], sys.argv[3]])
+secs = time.time() - t0
+time.sleep(1)
+done = True; th.join()
+subprocess.check_call(['fsfreeze', '-u', sys.argv[4]])
+print(rc, free0, low, n, round(secs, 2))
+`;
+  const r = t.run(['python3', '-c', py, String(offMiB << 20), String(lenMiB << 20), part, mnt]);
+  const [rc, free0, minFree, samples, secs] = r.stdout.trim().split(/\s+/).map(Number) as [number, number, number, number, number];
+  const dropMiB = (free0 - minFree) / 1024;
+  t.log(`zeroed ${lenMiB} MiB in ${secs} s with the filesystem frozen; MemFree fell by ${dropMiB.toFixed(0)} MiB at most (${samples} samples, RAM ${ramMiB.toFixed(0)} MiB)`);
+  assert.equal(rc, 0, 'blkdiscard -z failed');
+  assert.ok(samples >= 20, `too few samples (${samples})`);
+  assert.ok(
+    dropMiB < ramMiB / 4 + 60,
+    `MemFree fell by ${dropMiB.toFixed(0)} MiB while zeroing ${lenMiB} MiB (a quarter of RAM is ${(ramMiB / 4).toFixed(0)} MiB): originals are not bounded`,
+  );
+  assert.equal(t.ioctl.info(0).error, -12, 'the snapshot must fail with ENOMEM');
+  const zeros = t.sh(`cmp -n ${lenMiB << 20} /dev/zero ${part} --ignore-initial=0:${offMiB << 20} && echo same`, { allowFail: true });
+  assert.match(zeros.stdout, /same/, 'the origin must hold the zeroes');
+  t.ioctl.destroy(0);
+  t.umount(mnt);
+  t.unloadModule();
+}
