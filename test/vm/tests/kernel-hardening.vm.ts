@@ -592,3 +592,54 @@ print(rc, free0, low, n, round(secs, 2))
   t.umount(mnt);
   t.unloadModule();
 }
+
+/*
+ * Stress: for 30 s, on one minor, transitions (and destroy + setup after a
+ * failure or every few rounds) race opens and direct reads of /dev/datto0,
+ * info and expand ioctls from other processes, and writes to the volume.
+ * Ends in a documented state: no oops, no hang (case timeout), a clean kernel
+ * log, the untouched file intact, the filesystem clean, the device destroyable.
+ * The debug lane runs it under KASAN and lockdep.
+ */
+export async function ioctlsOpensAndWritesRaceOnOneMinor(t: VmContext): Promise<void> {
+  const part = partition(t, t.disks[0]!, 256);
+  t.mkfs('ext4', part, ['-b', '4096']);
+  const mnt = t.mount(part);
+  const keep = describedFile(2048, 7);
+  writeFileSync(join(mnt, 'keep'), keep);
+  t.sh(`dd if=/dev/urandom of=${mnt}/churn bs=1M count=4 status=none && sync`);
+  t.loadModule();
+  const T = t.config.ioctlTool!;
+  const d = t.tmp;
+  t.ioctl.setup(0, part, `${mnt}/.s0`, 32);
+  const r = t.sh(
+    `end=$(( $(date +%s) + 30 ))
+( i=0; while [ $(date +%s) -lt $end ]; do i=$((i+1)); dd if=/dev/urandom of=${mnt}/churn bs=64k count=16 seek=$(( (i * 7) % 48 )) conv=notrunc status=none; done ) &
+( n=0; i=0; while [ $(date +%s) -lt $end ]; do i=$((i+1)); dd if=/dev/datto0 of=/dev/null bs=64k count=32 skip=$(( (i * 13) % 64 )) iflag=direct status=none 2>/dev/null && n=$((n+1)); done; echo $n > ${d}/reads ) &
+( while [ $(date +%s) -lt $end ]; do exec 3</dev/datto0 && exec 3<&-; done 2>/dev/null ) &
+( while [ $(date +%s) -lt $end ]; do ${T} info 0; ${T} expand 0 1; done >/dev/null 2>&1 ) &
+n=0; ok=0; fresh=0
+while [ $(date +%s) -lt $end ]; do
+  n=$((n+1))
+  if ${T} transition-inc 0 >/dev/null 2>&1 && ${T} transition-snap 0 ${mnt}/.s$n 32 >/dev/null 2>&1; then
+    ok=$((ok+1)); rm -f ${mnt}/.s$((n-1))
+  fi
+  if [ $((n % 5)) = 0 ] || ! ${T} info 0 2>/dev/null | grep -q '"error":0,'; then
+    ${T} destroy 0 >/dev/null 2>&1; rm -f ${mnt}/.s*
+    ${T} setup 0 ${part} ${mnt}/.s$n 32 >/dev/null 2>&1 && fresh=$((fresh+1))
+  fi
+done
+wait
+echo "$n $ok $fresh $(cat ${d}/reads)"`,
+    { timeoutMs: 240_000 },
+  );
+  const [rounds, ok, fresh, reads] = r.stdout.trim().split(/\s+/).map(Number) as [number, number, number, number];
+  t.log(`${rounds} rounds: ${ok} transition pairs, ${fresh} fresh setups, ${reads} direct reads of /dev/datto0`);
+  assert.ok(ok >= 3 && reads >= 10, `too little raced (${ok} transition pairs, ${reads} reads): the test proves nothing`);
+  t.sh(`${T} destroy 0 >/dev/null 2>&1; true`);
+  assert.ok(readFileSync(join(mnt, 'keep')).equals(keep), 'a file nobody wrote changed');
+  t.umount(mnt);
+  const fsck = t.run(['e2fsck', '-fn', part], { allowFail: true });
+  assert.equal(fsck.code, 0, `e2fsck after the race: ${fsck.stdout.slice(-400)}`);
+  t.unloadModule();
+}
