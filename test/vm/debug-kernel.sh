@@ -95,7 +95,11 @@ CONFIG_INPUT_TOUCHSCREEN=n
 "
 src_tar=/usr/src/linux-source-6.12.tar.xz
 ver=$(dpkg-query -W -f '${Version}' linux-source-6.12)
-hash=$( { printf '%s' "$FRAGMENT"; cat "$0"; } | sha256sum | cut -c1-12)
+# the cache key: the config fragment and the build recipe's version (bump
+# RECIPE when the build steps below change; edits elsewhere in this script
+# must not cost a 35 min rebuild)
+RECIPE=1
+hash=$(printf '%s recipe %s' "$FRAGMENT" "$RECIPE" | sha256sum | cut -c1-12)
 out="$DIR/debug/6.12-$ver-$hash"
 mkdir -p "$DIR/debug"
 exec 9>"$DIR/debug/.lock"
@@ -132,6 +136,10 @@ if [ ! -e "$out/done" ]; then
   echo "debug-kernel: built $kver in $(( $(date +%s) - t0 )) s"
 fi
 kver=$(cat "$out/done")
+# the guest's init looks for $DIR/kernels/<kver>/lib/modules/<kver>: a
+# relative link, so that it resolves inside the guest's view of $DIR too
+mkdir -p "$DIR/kernels"
+ln -sfn "../debug/$(basename "$out")/root" "$DIR/kernels/$kver"
 cat > "$DIR/debug/kernel.json" <<EOF
 {"name":"6.12-debug","kver":"$kver","headers":"$out/linux-source-6.12","vmlinuz":"$out/root/boot/vmlinuz-$kver","modules":"$out/root"}
 EOF
