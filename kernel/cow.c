@@ -306,21 +306,62 @@ err_free:
  * be that file (same uuid and seqid: re-activation after a mount); only a
  * file that passed every check is marked in use (not clean) on disk.
  */
+/*
+ * COW paths are kept relative to the filesystem's root; a mount may show
+ * only a subdirectory of it (a bind mount of a subdirectory, a btrfs
+ * subvolume).  The path relative to root's mount, or NULL when the file is
+ * not under that mount's root (the open fails with -ENOENT, and the device
+ * shows it: never active without its file).  buf: PATH_MAX_DATTO bytes.
+ */
+static const char *cow_rel_in_mount(const struct path *root, const char *rel,
+				 char *buf)
+{
+	size_t n;
+	char *p;
+
+	if (root->mnt->mnt_root == root->mnt->mnt_sb->s_root)
+		return rel;
+	p = dentry_path_raw(root->mnt->mnt_root, buf, PATH_MAX_DATTO);
+	if (IS_ERR(p))
+		return NULL;
+	n = strlen(p);
+	if (strncmp(rel, p, n) || rel[n] != '/')
+		return NULL;
+	return rel + n;
+}
+
+static struct file *cow_open_root(const struct path *root, const char *rel)
+{
+	char *buf = kmalloc(PATH_MAX_DATTO, GFP_KERNEL);
+	const struct cred *old;
+	struct file *f;
+
+	if (!buf)
+		return ERR_PTR(-ENOMEM);
+	rel = cow_rel_in_mount(root, rel, buf);
+	if (!rel) {
+		kfree(buf);
+		return ERR_PTR(-ENOENT);
+	}
+	while (*rel == '/')
+		rel++;
+	old = override_creds(dbd_cow_cred);
+	f = file_open_root(root, rel, O_RDWR | O_LARGEFILE, 0);
+	revert_creds(old);
+	kfree(buf);
+	return f;
+}
+
 static int cow_open_existing(struct dbd_cow *cow, const struct path *root,
 			     const char *rel, bool index_only,
 			     const struct dbd_header *expect)
 {
 	struct dbd_header h;
 	u8 buf[DBD_HEADER_USED];
-	const struct cred *old;
 	struct file *f;
 	int ret;
 
-	while (*rel == '/')
-		rel++;
-	old = override_creds(dbd_cow_cred);
-	f = file_open_root(root, rel, O_RDWR | O_LARGEFILE, 0);
-	revert_creds(old);
+	f = cow_open_root(root, rel);
 	if (IS_ERR(f))
 		return PTR_ERR(f);
 	if (!S_ISREG(file_inode(f)->i_mode)) {

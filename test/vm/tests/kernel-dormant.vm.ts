@@ -7,7 +7,7 @@
 // next incremental then marks every block the reloaded COW file wrote; a
 // dirty COW file is refused with an error and no crash.
 import assert from 'node:assert/strict';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { VmContext } from '../guest/api.js';
 import { badBlocks, blockHashes, describedFile, errCode, fileBlocks, partition, readCowHeader, readCowIndex, umountExplained } from '../../kernel/vm/helpers.js';
@@ -309,4 +309,42 @@ export async function remountRoAfterRemountKeepsDevice(t: VmContext): Promise<vo
   t.ioctl.destroy(0);
   t.umount(mnt);
   t.unloadModule();
+}
+
+/*
+ * The COW file under a subdirectory, and the filesystem made writable through
+ * a bind mount of that subdirectory (remount,rw of the bind mount remounts
+ * the superblock): the COW path is relative to the filesystem's root, so it
+ * must be opened relative to what that mount shows. The old module looked
+ * "sub/.datto" up under the bind mount's root (sub) and left the reloaded
+ * device unverified with ENOENT; now it activates. Same for a dormant
+ * device resumed through such a mount.
+ */
+export async function reloadActivatesThroughBindMountOfSubdir(t: VmContext): Promise<void> {
+  const { part, mnt } = prepare(t, 'ext4');
+  mkdirSync(join(mnt, 'sub'));
+  t.ioctl.setup(0, part, `${mnt}/sub/.datto`, 16);
+  assert.equal(t.ioctl.info(0).cow, '/sub/.datto');
+  t.sh(`dd if=/dev/urandom of=${mnt}/described bs=4k count=64 conv=notrunc status=none && sync`);
+  umountExplained(t, mnt);
+  t.ioctl.destroy(0);
+  t.unloadModule();
+
+  t.loadModule();
+  t.ioctl.reloadSnap(0, part, '/sub/.datto');
+  t.mount(part, { dir: mnt, options: 'ro' });
+  const bind = '/mnt/dbd-bind-sub';
+  mkdirSync(bind, { recursive: true });
+  t.run(['mount', '--bind', `${mnt}/sub`, bind]);
+  try {
+    t.run(['mount', '-o', 'remount,rw', bind]);
+    const info = t.ioctl.info(0);
+    assert.deepEqual([info.state, info.error], [3, 0], 'the reloaded snapshot must activate through the bind mount of its directory');
+    const snap = t.mount('/dev/datto0', { type: 'ext4', options: 'ro,noload' });
+    assert.deepEqual(badBlocks(`${snap}/described`, 1), [], 'reloaded snapshot lost pre-snapshot data');
+    t.umount(snap);
+    t.ioctl.destroy(0);
+  } finally {
+    t.sh(`umount ${bind}; true`, { allowFail: true });
+  }
 }
