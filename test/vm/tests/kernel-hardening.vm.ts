@@ -320,7 +320,10 @@ export async function writesWhileDormantAreNotThrottledForever(t: VmContext): Pr
     if (last && last[0] + last[1] === map[i]) last[1]++;
     else runs.push([map[i]!, 1]);
   }
-  const script = runs.map(([first, n]) => `dd if=/dev/zero of=${part} bs=4k seek=${first} count=${n} oflag=direct conv=notrunc status=none`).join(' && ');
+  // 256 KiB direct writes: 4 KiB ones took 90 s on the debug (KASAN) kernel
+  const script = runs
+    .map(([first, n]) => `dd if=/dev/zero of=${part} bs=256k seek=${first * 4096} count=${n * 4096} iflag=count_bytes oflag=direct,seek_bytes conv=notrunc status=none`)
+    .join(' && ');
   const w = t.sh(`timeout -s KILL 90 sh -c '${script}'`, { allowFail: true, timeoutMs: 120_000 });
   assert.equal(w.code, 0, `writes to a dormant device's origin must not block (exit ${w.code}, ${w.ms} ms)`);
   // the originals come out of memory into the COW file once it is back
@@ -543,7 +546,7 @@ export async function originalsPinAtMostAQuarterOfMemory(t: VmContext): Promise<
   const mnt = t.mount(part);
   const offMiB = 220;
   const lenMiB = 760;
-  t.sh(`dd if=/dev/urandom of=${part} bs=1M seek=${offMiB} count=${lenMiB} oflag=direct conv=fsync status=none`);
+  t.sh(`dd if=/dev/urandom of=${part} bs=1M seek=${offMiB} count=${lenMiB} oflag=direct conv=fsync status=none`, { timeoutMs: 600_000 });
   const zmax = Number(t.sh(`cat /sys/block/${t.disks[0]!.replace('/dev/', '')}/queue/write_zeroes_max_bytes`).stdout.trim());
   assert.ok(zmax >= lenMiB << 20, `write-zeroes bios of at most ${zmax} bytes: the test needs one bio`);
   const ramMiB = Number(t.sh(`awk '/^MemTotal/ {print $2}' /proc/meminfo`).stdout.trim()) / 1024;
@@ -575,7 +578,7 @@ done = True; th.join()
 subprocess.check_call(['fsfreeze', '-u', sys.argv[4]])
 print(rc, free0, low, n, round(secs, 2))
 `;
-  const r = t.run(['python3', '-c', py, String(offMiB << 20), String(lenMiB << 20), part, mnt]);
+  const r = t.run(['python3', '-c', py, String(offMiB << 20), String(lenMiB << 20), part, mnt], { timeoutMs: 600_000 });
   const [rc, free0, minFree, samples, secs] = r.stdout.trim().split(/\s+/).map(Number) as [number, number, number, number, number];
   const dropMiB = (free0 - minFree) / 1024;
   t.log(`zeroed ${lenMiB} MiB in ${secs} s with the filesystem frozen; MemFree fell by ${dropMiB.toFixed(0)} MiB at most (${samples} samples, RAM ${ramMiB.toFixed(0)} MiB)`);
