@@ -258,6 +258,9 @@ void dbd_mount_pre_umount_sb(struct super_block *sb, unsigned long *dormant);
 void dbd_mount_post_umount(const char *mnt_path, const unsigned long *dormant,
 			   int ret);
 void dbd_mount_activate_path(const struct path *path);
+/* around a mount that may make a superblock writable (and activate) */
+void dbd_mount_begin(void);
+void dbd_mount_end(void);
 void dbd_dev_exit_checks(void);
 
 /* proc.c */

@@ -612,9 +612,28 @@ void dbd_mount_pre_umount_sb(struct super_block *sb, unsigned long *dormant)
 static void dev_umount_check_fn(struct work_struct *work);
 static DECLARE_DELAYED_WORK(dbd_umount_check, dev_umount_check_fn);
 
+/*
+ * A mount in progress may already have a new, writable superblock of the
+ * device that its activation (after the mount) will pick up: the check
+ * waits for it instead of failing the device (seen when a mount followed
+ * an unmount by about the check's delay).
+ */
+static atomic_t dbd_mounts_in_flight = ATOMIC_INIT(0);
+
+void dbd_mount_begin(void)
+{
+	atomic_inc(&dbd_mounts_in_flight);
+}
+
+void dbd_mount_end(void)
+{
+	atomic_dec(&dbd_mounts_in_flight);
+}
+
 static void dev_umount_check_fn(struct work_struct *work)
 {
 	struct super_block *sb;
+	bool again = false;
 	unsigned int i;
 
 	mutex_lock(&dbd_ctl_mutex);
@@ -623,6 +642,10 @@ static void dev_umount_check_fn(struct work_struct *work)
 
 		if (!dev || !dev->umount_check)
 			continue;
+		if (atomic_read(&dbd_mounts_in_flight)) {
+			again = true;
+			continue;
+		}
 		dev->umount_check = false;
 		if (dbd_dev_failed(dev) ||
 		    (dev->state & (DBD_STATE_ACTIVE | DBD_STATE_UNVERIFIED)))
@@ -638,6 +661,8 @@ static void dev_umount_check_fn(struct work_struct *work)
 		deactivate_super(sb);
 	}
 	mutex_unlock(&dbd_ctl_mutex);
+	if (again)
+		mod_delayed_work(system_wq, &dbd_umount_check, HZ / 4);
 }
 
 /* module exit, before the devices are destroyed (no dbd_ctl_mutex held) */

@@ -223,6 +223,7 @@ static long dbd_sys_mount(const struct pt_regs *regs)
 		dbd_mount_post_umount(mnt_path, dormant, (int)ret);
 		kfree(mnt_path);
 	} else {
+		dbd_mount_begin();
 		ret = dbd_hook_call(&dbd_hooks[H_MOUNT], regs);
 		/* the path now leads to the new (or remounted) mount's root */
 		if (!ret && !(f & MS_RDONLY) &&
@@ -230,6 +231,7 @@ static long dbd_sys_mount(const struct pt_regs *regs)
 			dbd_mount_activate_path(&p);
 			path_put(&p);
 		}
+		dbd_mount_end();
 	}
 	module_put(THIS_MODULE);
 	return ret;
@@ -256,11 +258,13 @@ static long dbd_sys_move_mount(const struct pt_regs *regs)
 	unsigned int mflags = (unsigned int)regs->r8;
 	long ret;
 
+	dbd_mount_begin();
 	ret = dbd_hook_call(&dbd_hooks[H_MOVE_MOUNT], regs);
 	if (!ret)
 		dbd_activate_user_path(to_dfd, to_path, LOOKUP_FOLLOW |
 				       ((mflags & MOVE_MOUNT_T_EMPTY_PATH) ?
 					LOOKUP_EMPTY : 0));
+	dbd_mount_end();
 	module_put(THIS_MODULE);
 	return ret;
 }
@@ -423,11 +427,13 @@ static long dbd_sys_fsconfig(const struct pt_regs *regs)
 		ret = dbd_hook_call(&dbd_hooks[H_FSCONFIG], regs);
 		dbd_mount_post_umount(text, dormant, ret);
 	} else {
+		dbd_mount_begin();
 		ret = dbd_hook_call(&dbd_hooks[H_FSCONFIG], regs);
 		if (!ret && to_rw && dbd_pick_path(text, sb, &p)) {
 			dbd_mount_activate_path(&p);
 			path_put(&p);
 		}
+		dbd_mount_end();
 	}
 	kfree(text);
 	if (f)

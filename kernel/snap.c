@@ -489,9 +489,9 @@ static void snap_batch_commit(struct dbd_snap *s, struct dbd_batch *b)
 
 /*
  * Room for one more original before it is read.  Writers the throttle
- * does not hold back (kernel threads: writeback, a large WRITE_ZEROES or
- * discard-less zeroing from any task, which is one bio of up to GiBs)
- * would otherwise pin a page per block of one bio: at DBD_PENDING_HARD
+ * does not hold back (kernel threads such as writeback) and single large
+ * bios (one WRITE_ZEROES covers up to GiBs, and its submitter is throttled
+ * only after it is held) would otherwise pin a page per block: at DBD_PENDING_HARD
  * the mrf thread commits what it has and waits for the COW thread, as
  * long as that makes progress (DBD_THROTTLE_WAIT, as the throttle: a COW
  * thread stuck behind a write held here must not deadlock).  Past a
