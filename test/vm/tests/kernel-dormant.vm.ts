@@ -317,8 +317,8 @@ export async function remountRoAfterRemountKeepsDevice(t: VmContext): Promise<vo
  * the superblock): the COW path is relative to the filesystem's root, so it
  * must be opened relative to what that mount shows. The old module looked
  * "sub/.datto" up under the bind mount's root (sub) and left the reloaded
- * device unverified with ENOENT; now it activates. Same for a dormant
- * device resumed through such a mount.
+ * device unverified with ENOENT; now it activates. (A dormant device resumed
+ * through such a mount takes the same open; not tested here.)
  */
 export async function reloadActivatesThroughBindMountOfSubdir(t: VmContext): Promise<void> {
   const { part, mnt } = prepare(t, 'ext4');

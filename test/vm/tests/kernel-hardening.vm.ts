@@ -15,7 +15,7 @@
 import assert from 'node:assert/strict';
 import { chmodSync, closeSync, fsyncSync, mkdirSync, openSync, readFileSync, readSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import type { VmContext } from '../guest/api.js';
+import type { IoctlInfo, VmContext } from '../guest/api.js';
 import { BLOCK, blockRuns, describedBlock, describedFile, errCode, fileBlockMap, partition, readCowHeader, umountExplained } from '../../kernel/vm/helpers.js';
 
 const ENDBR64 = 'f30f1efa';
@@ -337,6 +337,16 @@ export async function writesWhileDormantAreNotThrottledForever(t: VmContext): Pr
 }
 
 /** Reload of clean COW files whose header does not fit: refused, the file untouched, the volume intact. */
+/** Put bytes in mnt/.datto, unmount, reload-snapshot it, mount again: the device's info after that mount. */
+function reloadCowFileAs(t: VmContext, part: string, mnt: string, bytes: Buffer): IoctlInfo {
+  writeFileSync(`${mnt}/.datto`, bytes);
+  t.sh('sync');
+  umountExplained(t, mnt);
+  t.ioctl.reloadSnap(0, part, '/.datto');
+  t.mount(part, { dir: mnt });
+  return t.ioctl.info(0);
+}
+
 export async function reloadRefusesHeadersThatDoNotFit(t: VmContext): Promise<void> {
   const part = partition(t, t.disks[0]!, 96);
   t.mkfs('ext4', part, ['-b', '4096']);
@@ -362,12 +372,7 @@ export async function reloadRefusesHeadersThatDoNotFit(t: VmContext): Promise<vo
   for (const [off, value, what] of crafted) {
     const b = Buffer.from(good);
     b.writeBigUInt64LE(value, off);
-    writeFileSync(`${mnt}/.datto`, b);
-    t.sh('sync');
-    umountExplained(t, mnt);
-    t.ioctl.reloadSnap(0, part, '/.datto');
-    t.mount(part, { dir: mnt });
-    const info = t.ioctl.info(0);
+    const info = reloadCowFileAs(t, part, mnt, b);
     assert.equal(info.state, 5, `${what}: the device must stay unverified (state ${info.state})`);
     assert.equal(info.error, -22, `${what}: error ${info.error}, want EINVAL`);
     const after = readFileSync(`${mnt}/.datto`);
@@ -414,24 +419,15 @@ export async function reloadRefusesIndexEntriesOutsideTheData(t: VmContext): Pro
   ] as Array<[bigint, string]>) {
     const b = Buffer.from(good);
     b.writeBigUInt64LE(bad, entryOff);
-    writeFileSync(`${mnt}/.datto`, b);
-    t.sh('sync');
-    umountExplained(t, mnt);
-    t.ioctl.reloadSnap(0, part, '/.datto');
-    t.mount(part, { dir: mnt });
-    const info = t.ioctl.info(0);
+    const info = reloadCowFileAs(t, part, mnt, b);
     if (info.state !== 5) t.log(`entry -> ${what}: /dev/datto0 reads ${t.sh(`dd if=/dev/datto0 bs=4096 skip=${start} count=64 iflag=direct status=none | sha256sum`, { allowFail: true }).stdout.trim()}`);
     assert.deepEqual([info.state, info.error], [5, -22], `entry -> ${what}: the reload must be refused (unverified, EINVAL)`);
     assert.ok(readFileSync(`${mnt}/.datto`).equals(b), `entry -> ${what}: a refused COW file must be left as it was`);
     t.ioctl.destroy(0);
   }
   // repaired: the same file reloads and /dev/datto0 shows the snapshot
-  writeFileSync(`${mnt}/.datto`, good);
-  t.sh('sync');
-  umountExplained(t, mnt);
-  t.ioctl.reloadSnap(0, part, '/.datto');
-  t.mount(part, { dir: mnt });
-  assert.deepEqual([t.ioctl.info(0).state, t.ioctl.info(0).error], [3, 0], 'the repaired file must reload');
+  const repaired = reloadCowFileAs(t, part, mnt, good);
+  assert.deepEqual([repaired.state, repaired.error], [3, 0], 'the repaired file must reload');
   const now = t.sh(`dd if=/dev/datto0 bs=4096 skip=${start} count=64 iflag=direct status=none | sha256sum`).stdout;
   assert.equal(now, snapHash, 'the reloaded snapshot must read the data of the snapshot instant');
   t.ioctl.destroy(0);
